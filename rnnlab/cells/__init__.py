@@ -1,0 +1,61 @@
+"""Pure recurrent cells. `make(name, hidden_size, **kwargs)` builds one by name.
+
+    cell = rnnlab.cells.make("lstm", hidden_size=64, forget_bias=1.0)
+    params = cell.init(jax.random.key(0), input_size=16)
+    carry, y = cell(params, cell.initial_carry((batch,)), x)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rnnlab.cells.base import RECURRENT_INITS, Cell, recurrent_matrix, spectral_radius
+from rnnlab.cells.elman import Elman
+from rnnlab.cells.esn import ESN, ridge_readout
+from rnnlab.cells.gru import GRU
+from rnnlab.cells.jordan import Jordan
+from rnnlab.cells.lstm import LSTM, LSTMCarry
+from rnnlab.cells.stack import Stack
+
+# name -> (class, preset keyword arguments)
+REGISTRY = {
+    "elman": (Elman, {}),
+    "rnn_tanh": (Elman, {"activation": "tanh"}),
+    "rnn_relu": (Elman, {"activation": "relu"}),
+    "irnn": (Elman, {"activation": "relu", "recurrent_init": "identity", "zero_bias": True}),
+    "jordan": (Jordan, {}),
+    "esn": (ESN, {}),
+    "lstm": (LSTM, {}),
+    "gru": (GRU, {"variant": "cudnn"}),
+    "gru_cho": (GRU, {"variant": "cho"}),
+}
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def register(name: str, cls, **preset) -> None:
+    """Adds a cell family to `make` (used by modules that define further cells)."""
+    REGISTRY[name] = (cls, preset)
+
+
+def make(name: str, hidden_size: int, **kwargs) -> Cell:
+    """Builds the cell `name` with `hidden_size`; kwargs override the preset's fields.
+
+    Raises ValueError naming the bad value and the valid choices for an unknown name or field.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown cell {name!r}; valid choices: {names()}")
+    cls, preset = REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"hidden_size"}
+    bad = sorted(set(kwargs) - fields)
+    if bad:
+        raise ValueError(f"cell {name!r} has no field(s) {bad}; valid fields: {sorted(fields)}")
+    return cls(hidden_size=hidden_size, **{**preset, **kwargs})
+
+
+__all__ = [
+    "Cell", "Elman", "ESN", "GRU", "Jordan", "LSTM", "LSTMCarry", "Stack", "RECURRENT_INITS",
+    "make", "names", "recurrent_matrix", "register", "ridge_readout", "spectral_radius",
+]

@@ -1,0 +1,145 @@
+"""The cell contract and the initialisers every cell family shares.
+
+A cell is a frozen, hashable dataclass of hyperparameters (so it can be a static argument of
+`jax.jit`); its parameters are an explicit pytree (a dict of arrays) that the caller owns.
+
+    params = cell.init(rng, input_size)
+    carry = cell.initial_carry(batch_shape)            # zeros unless the cell says otherwise
+    carry, y = cell(params, carry, x)                   # one time step: x [..., input_size]
+
+The step is split in two so that `unroll` can hoist the input half of every gate out of the
+time loop:
+
+    xp = cell.project_inputs(params, xs)                # any leading shape, e.g. [batch, time, in]
+    carry, y = cell.step(params, carry, xp[:, t])       # only the recurrent half per step
+
+`cell(params, carry, x) == cell.step(params, carry, cell.project_inputs(params, x))`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any  # a pytree of arrays, normally a dict
+Carry = Any  # a pytree of arrays with leading batch shape
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda x: x,
+}
+
+
+def activation_fn(name: str):
+    """Looks up an activation by name; ValueError lists the valid names."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; valid choices: {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+def check_choice(what: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Base class: subclasses set `hidden_size` and implement `init`, `step`, and (where the
+    input half of the step can be computed for all steps at once) `project_inputs`."""
+
+    hidden_size: int
+
+    def __post_init__(self):
+        if not isinstance(self.hidden_size, (int, np.integer)) or self.hidden_size <= 0:
+            raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+
+    # --- the contract -------------------------------------------------------------------
+    @property
+    def output_size(self) -> int:
+        """Size of the per-step output y."""
+        return self.hidden_size
+
+    def init(self, rng: jax.Array, input_size: int) -> Params:
+        raise NotImplementedError
+
+    def initial_carry(self, batch_shape=(), dtype=jnp.float32) -> Carry:
+        return jnp.zeros((*tuple(batch_shape), self.hidden_size), dtype)
+
+    def input_size(self, params: Params) -> int:
+        """The input width these parameters expect (used to check shapes with a clear error)."""
+        return params["w_ih"].shape[0]
+
+    def project_inputs(self, params: Params, xs: jax.Array) -> jax.Array:
+        """Input half of the step for any leading shape [..., input_size] -> [..., G]."""
+        return xs
+
+    def step(self, params: Params, carry: Carry, xp: jax.Array):
+        """Recurrent half: (carry, projected input [..., G]) -> (carry, y [..., output_size])."""
+        raise NotImplementedError
+
+    def __call__(self, params: Params, carry: Carry, x: jax.Array):
+        return self.step(params, carry, self.project_inputs(params, x))
+
+    # --- helpers ------------------------------------------------------------------------
+    def check_input(self, params: Params, xs: jax.Array) -> None:
+        expected = self.input_size(params)
+        if xs.shape[-1] != expected:
+            raise ValueError(
+                f"{type(self).__name__}: input feature size {xs.shape[-1]} (inputs of shape "
+                f"{tuple(xs.shape)}) does not match the parameters' input_size {expected}; "
+                f"initialise with cell.init(rng, input_size={xs.shape[-1]}) or fix the inputs"
+            )
+
+
+# --- initialisers ----------------------------------------------------------------------------
+
+
+def uniform(rng, shape, scale, dtype=jnp.float32):
+    """U(-scale, scale): PyTorch's default for recurrent layers uses scale = 1/sqrt(hidden)."""
+    return jax.random.uniform(rng, shape, dtype, -scale, scale)
+
+
+def spectral_radius(w: jax.Array) -> jax.Array:
+    """Largest |eigenvalue| of a square matrix.
+
+    Non-symmetric eigendecomposition exists in XLA only on CPU, so it runs on the host through
+    `pure_callback`; this keeps `init` usable under `jit` on any backend.
+    """
+
+    def host(m):
+        return np.asarray(np.max(np.abs(np.linalg.eigvals(np.asarray(m, np.float64)))), m.dtype)
+
+    return jax.pure_callback(host, jax.ShapeDtypeStruct((), w.dtype), w)
+
+
+def recurrent_matrix(rng, n: int, kind: str, spectral_radius_: float = 1.0,
+                     scale: float | None = None, dtype=jnp.float32) -> jax.Array:
+    """An [n, n] recurrent matrix (right-multiplied: h @ W).
+
+    kind:
+      "default"    U(-1/sqrt(n), 1/sqrt(n)) (PyTorch), or U(-scale, scale) when scale is given;
+      "orthogonal" a random orthogonal matrix (all singular values 1), times `spectral_radius_`;
+      "identity"   spectral_radius_ * I (IRNN, Le et al. 2015, uses 1.0);
+      "spectral"   N(0, 1/n) rescaled so that its spectral radius is exactly `spectral_radius_`.
+    """
+    check_choice("recurrent_init", kind, RECURRENT_INITS)
+    if kind == "default":
+        return uniform(rng, (n, n), scale if scale is not None else 1.0 / np.sqrt(n), dtype)
+    if kind == "orthogonal":
+        return spectral_radius_ * jax.nn.initializers.orthogonal()(rng, (n, n), dtype)
+    if kind == "identity":
+        return spectral_radius_ * jnp.eye(n, dtype=dtype)
+    w = jax.random.normal(rng, (n, n), jnp.float32) / np.sqrt(n)
+    return (w * (spectral_radius_ / spectral_radius(w))).astype(dtype)
+
+
+RECURRENT_INITS = ("default", "orthogonal", "identity", "spectral")

@@ -1,0 +1,100 @@
+"""Long short-term memory with fused gates, forget bias, peepholes and layer norm."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlab.cells.base import Cell, check_choice, recurrent_matrix, uniform
+
+
+class LSTMCarry(NamedTuple):
+    h: jax.Array  # [..., hidden]
+    c: jax.Array  # [..., hidden]
+
+
+def _layer_norm(x, scale, bias=None, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * scale
+    return y if bias is None else y + bias
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTM(Cell):
+    """LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
+
+        [i, f, g, o] = x_t W_ih + h_{t-1} W_hh + b            (one fused [hidden, 4 hidden] matmul)
+        i = σ(i + p_i ⊙ c_{t-1}),  f = σ(f + p_f ⊙ c_{t-1}),  g = tanh(g)
+        c_t = f ⊙ c_{t-1} + i ⊙ g
+        o = σ(o + p_o ⊙ c_t)
+        h_t = o ⊙ tanh(c_t),    y_t = h_t
+
+    Gate order i, f, g, o is PyTorch's. The peephole terms p (Gers & Schmidhuber 2000) are
+    present only with `peepholes=True`. With `layer_norm=True` (Ba et al. 2016) the gate
+    pre-activations are LN(x W_ih; γ_x) + LN(h W_hh; γ_h) + b and h_t = o ⊙ tanh(LN(c_t; γ_c, β_c)).
+
+    Init: W U(±1/sqrt(hidden)) (PyTorch), or U(±init_scale) for every weight and bias when
+    given (Zaremba et al. 2014); b starts at 0 except the forget block, which gets `forget_bias`
+    added (Jozefowicz et al. 2015). `recurrent_init="orthogonal"` makes each gate's block of
+    W_hh orthogonal.
+    """
+
+    forget_bias: float = 1.0
+    peepholes: bool = False
+    layer_norm: bool = False
+    init_scale: float | None = None
+    recurrent_init: str = "default"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("recurrent_init", self.recurrent_init, ("default", "orthogonal"))
+
+    def initial_carry(self, batch_shape=(), dtype=jnp.float32):
+        z = jnp.zeros((*tuple(batch_shape), self.hidden_size), dtype)
+        return LSTMCarry(z, z)
+
+    def init(self, rng, input_size):
+        h = self.hidden_size
+        k_ih, k_hh, k_b, k_p = jax.random.split(rng, 4)
+        s = self.init_scale if self.init_scale is not None else 1.0 / np.sqrt(h)
+        w_hh = jnp.concatenate([recurrent_matrix(k, h, self.recurrent_init, 1.0, s)
+                                for k in jax.random.split(k_hh, 4)], axis=1)
+        b = uniform(k_b, (4 * h,), s) if self.init_scale is not None else jnp.zeros((4 * h,))
+        params = {
+            "w_ih": uniform(k_ih, (input_size, 4 * h), s),
+            "w_hh": w_hh,
+            "b": b.at[h:2 * h].add(self.forget_bias),
+        }
+        if self.peepholes:
+            params["peep"] = uniform(k_p, (3, h), s)  # rows: p_i, p_f, p_o
+        if self.layer_norm:
+            params["ln"] = {"x": jnp.ones((4 * h,)), "h": jnp.ones((4 * h,)),
+                            "c_scale": jnp.ones((h,)), "c_bias": jnp.zeros((h,))}
+        return params
+
+    def project_inputs(self, params, xs):
+        z = xs @ params["w_ih"]
+        if self.layer_norm:
+            z = _layer_norm(z, params["ln"]["x"])
+        return z + params["b"]
+
+    def step(self, params, carry, xp):
+        h, c = carry
+        zh = h @ params["w_hh"]
+        if self.layer_norm:
+            zh = _layer_norm(zh, params["ln"]["h"])
+        i, f, g, o = jnp.split(xp + zh, 4, axis=-1)
+        if self.peepholes:
+            p = params["peep"]
+            i, f = i + p[0] * c, f + p[1] * c
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        if self.peepholes:
+            o = o + params["peep"][2] * c
+        cn = _layer_norm(c, params["ln"]["c_scale"], params["ln"]["c_bias"]) if self.layer_norm else c
+        h = jax.nn.sigmoid(o) * jnp.tanh(cn)
+        return LSTMCarry(h, c), h
