@@ -67,8 +67,12 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
     _check(cell, params, xs, carry, mask)
     if isinstance(cell, Stack):
         return _unroll_stack(cell, params, xs, carry, mask, reverse, unroll, remat)
+    if hasattr(cell, "parallel_unroll"):  # linear recurrences: associative scan, O(log T) depth
+        return cell.parallel_unroll(params, xs, carry, mask, reverse)
 
-    xp = jnp.moveaxis(cell.project_inputs(params, xs), -2, 0)  # [time, *batch, G]
+    # time-major before the projection: transposing xs moves `features` values per step, the
+    # projection's output G (4 hidden for an LSTM) would be several times more
+    xp = cell.project_inputs(params, jnp.moveaxis(xs, -2, 0))  # [time, *batch, G]
     if carry is None:
         carry = cell.initial_carry(xs.shape[:-2], dtype=xp.dtype)
     ms = None if mask is None else jnp.moveaxis(mask.astype(bool), -1, 0)  # [time, *batch]
@@ -94,7 +98,10 @@ def _unroll_stack(stack: Stack, params, xs, carry, mask, reverse, unroll_, remat
     for l, cell in enumerate(stack.cells):
         c, ys = unroll(cell, params[l], xs, None if carry is None else carry[l], mask=mask,
                        reverse=reverse, unroll=unroll_, remat=remat)
-        xs = ys + xs if stack.residual_applies(l, xs.shape[-1]) else ys
+        residual = stack.residual_applies(l, xs.shape[-1])
+        xs = ys + xs if residual else ys
+        if residual and mask is not None:  # padded steps output zero, residual or not
+            xs = jnp.where(mask[..., None].astype(bool), xs, jnp.zeros((), xs.dtype))
         carries.append(c)
     return tuple(carries), xs
 

@@ -118,7 +118,8 @@ def spectral_radius(w: jax.Array) -> jax.Array:
     def host(m):
         return np.asarray(np.max(np.abs(np.linalg.eigvals(np.asarray(m, np.float64)))), m.dtype)
 
-    return jax.pure_callback(host, jax.ShapeDtypeStruct((), w.dtype), w)
+    return jax.pure_callback(host, jax.ShapeDtypeStruct((), w.dtype), w,
+                             vmap_method="sequential")
 
 
 def recurrent_matrix(rng, n: int, kind: str, spectral_radius_: float = 1.0,

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells.base import Cell, activation_fn, check_choice, recurrent_matrix, uniform
+from rnnlab.cells.base import (RECURRENT_INITS, Cell, activation_fn, check_choice,
+                               recurrent_matrix, uniform)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Elman(Cell):
     def __post_init__(self):
         super().__post_init__()
         check_choice("activation", self.activation, ("tanh", "relu"))
+        check_choice("recurrent_init", self.recurrent_init, RECURRENT_INITS)
 
     def init(self, rng, input_size):
         k_ih, k_hh, k_b = jax.random.split(rng, 3)

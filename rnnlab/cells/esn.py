@@ -39,9 +39,19 @@ class ESN(Cell):
     def init(self, rng, input_size):
         k_in, k_w, k_mask, k_b = jax.random.split(rng, 4)
         n = self.hidden_size
-        w = uniform(k_w, (n, n), 1.0)
-        w = w * (jax.random.uniform(k_mask, (n, n)) >= self.sparsity)
-        w = w * (self.spectral_radius / spectral_radius(w))
+        dense = uniform(k_w, (n, n), 1.0)
+        w = dense * (jax.random.uniform(k_mask, (n, n)) >= self.sparsity)
+
+        # A small, very sparse reservoir can be nilpotent (spectral radius 0, no rescaling
+        # possible): redraw the sparsity pattern until it is not.
+        def redraw(state):
+            i, _, _ = state
+            m = jax.random.uniform(jax.random.fold_in(k_mask, i), (n, n)) >= self.sparsity
+            return i + 1, dense * m, spectral_radius(dense * m)
+
+        _, w, radius = jax.lax.while_loop(lambda s: s[2] == 0, redraw,
+                                          (1, w, spectral_radius(w)))
+        w = w * (self.spectral_radius / radius)
         return {
             "w_ih": uniform(k_in, (input_size, n), self.input_scaling),
             "w_hh": w,

@@ -51,6 +51,10 @@ def from_torch(cell, module, layer: int = 0, reverse: bool = False):
     if isinstance(cell, Stack):
         return tuple(from_torch(c, module, layer + i, reverse) for i, c in enumerate(cell.cells))
     kind = type(module).__name__
+    expected = {"LSTM": LSTM, "GRU": GRU, "RNN": Elman}
+    if kind not in expected:
+        raise ValueError(f"unsupported torch module {kind}; valid: nn.RNN, nn.LSTM, nn.GRU")
+    _check(cell, module, expected[kind], kind)  # before reading weights: clearer errors
     if not 0 <= layer < module.num_layers:
         raise ValueError(f"layer {layer} out of range: the module has {module.num_layers} layers")
     if reverse and not module.bidirectional:
@@ -59,22 +63,18 @@ def from_torch(cell, module, layer: int = 0, reverse: bool = False):
     w_ih, w_hh = _get(module, "weight_ih" + sfx).T, _get(module, "weight_hh" + sfx).T
     b_ih, b_hh = _get(module, "bias_ih" + sfx), _get(module, "bias_hh" + sfx)
     if kind == "LSTM":
-        _check(cell, module, LSTM, kind)
         if cell.peepholes or cell.layer_norm:
             raise ValueError("torch.nn.LSTM has no peepholes or layer norm; use "
                              "make('lstm', ..., peepholes=False, layer_norm=False)")
         return {"w_ih": jnp.asarray(w_ih), "w_hh": jnp.asarray(w_hh), "b": jnp.asarray(b_ih + b_hh)}
     if kind == "GRU":
-        _check(cell, module, GRU, kind)
         if cell.variant != "cudnn":
             raise ValueError("torch.nn.GRU applies the reset gate after the matmul; use "
                              "make('gru', ...) (variant 'cudnn'), not 'gru_cho'")
         return {"w_ih": jnp.asarray(w_ih), "w_hh": jnp.asarray(w_hh),
                 "b_ih": jnp.asarray(b_ih), "b_hh": jnp.asarray(b_hh)}
     if kind == "RNN":
-        _check(cell, module, Elman, kind)
         if cell.activation != module.nonlinearity:
             raise ValueError(f"nonlinearity differs: torch {module.nonlinearity!r}, "
                              f"cell {cell.activation!r}")
         return {"w_ih": jnp.asarray(w_ih), "w_hh": jnp.asarray(w_hh), "b": jnp.asarray(b_ih + b_hh)}
-    raise ValueError(f"unsupported torch module {kind}; valid: nn.RNN, nn.LSTM, nn.GRU")

@@ -1,0 +1,142 @@
+"""Shared fixtures for the core tests: the cells under test, small inputs and masks.
+
+Every test that takes a `cell_name` argument is run for every cell in
+`rnnlab.cells.REGISTRY` (so cells registered later are covered automatically) plus the
+variants listed in `VARIANTS` (LSTM with peepholes / layer norm, stacks with and without
+residual connections).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnlab
+from rnnlab.cells import Stack
+
+HIDDEN = 8
+INPUT = 5
+BATCH = 3
+TIME = 7
+
+# name -> builder(hidden_size) for cells that are not a plain registry entry.
+VARIANTS = {
+    "lstm[peepholes]": lambda h: rnnlab.cells.make("lstm", h, peepholes=True),
+    "lstm[layer_norm]": lambda h: rnnlab.cells.make("lstm", h, layer_norm=True),
+    "stack[gru,lstm]": lambda h: Stack((rnnlab.cells.make("gru", h),
+                                        rnnlab.cells.make("lstm", h))),
+    "stack[elman,gru,residual]": lambda h: Stack((rnnlab.cells.make("elman", h),
+                                                  rnnlab.cells.make("gru", h)), residual=True),
+}
+
+
+def build_cell(name: str, hidden_size: int = HIDDEN):
+    if name in VARIANTS:
+        return VARIANTS[name](hidden_size)
+    if name == "lstm[peepholes,layer_norm]":
+        return rnnlab.cells.make("lstm", hidden_size, peepholes=True, layer_norm=True)
+    return rnnlab.cells.make(name, hidden_size)
+
+
+def all_cell_names() -> list[str]:
+    """Registry names, then the variants; a name whose cell equals an earlier one (e.g.
+    "rnn_tanh" is "elman") is left out, its tests would repeat exactly."""
+    names, seen = [], set()
+    for name in list(rnnlab.cells.names()) + list(VARIANTS):
+        cell = build_cell(name)
+        if cell not in seen:
+            seen.add(cell)
+            names.append(name)
+    return names
+
+
+def pytest_generate_tests(metafunc):
+    if "cell_name" in metafunc.fixturenames:
+        metafunc.parametrize("cell_name", all_cell_names())
+
+
+@pytest.fixture
+def cell(cell_name):
+    return build_cell(cell_name)
+
+
+@functools.lru_cache(maxsize=None)
+def _params(cell):
+    return cell.init(jax.random.key(0), INPUT)
+
+
+@pytest.fixture
+def params(cell):
+    """Eager `cell.init(key(0), INPUT)`, computed once per cell and process (arrays are
+    immutable, so tests can share them)."""
+    return _params(cell)
+
+
+@pytest.fixture
+def xs():
+    """[batch, time, input] float32 inputs."""
+    return jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT), jnp.float32)
+
+
+@pytest.fixture
+def lengths():
+    """Per-sequence lengths, including a full-length one and a length-1 one."""
+    return np.array([TIME, 4, 1])
+
+
+@pytest.fixture
+def mask(lengths):
+    """[batch, time] padding-at-end mask for `lengths`."""
+    return jnp.asarray(np.arange(TIME)[None, :] < lengths[:, None])
+
+
+@pytest.fixture(autouse=True)
+def _no_x64_leak():
+    """Fails any test that leaves float64 switched on (it would change every later test)."""
+    assert not jax.config.jax_enable_x64, "float64 was left enabled by an earlier test"
+    yield
+    assert not jax.config.jax_enable_x64, "this test left float64 enabled"
+
+
+def tree_allclose(a, b, atol=1e-5, rtol=1e-5):
+    """Asserts two pytrees have the same structure and close leaves."""
+    sa, sb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
+    assert sa == sb, f"tree structures differ: {sa} vs {sb}"
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert np.shape(x) == np.shape(y), f"shapes differ: {np.shape(x)} vs {np.shape(y)}"
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                                   atol=atol, rtol=rtol)
+
+
+@functools.lru_cache(maxsize=None)
+def jit_step(cell):
+    """`cell(params, carry, x)` under jit, compiled once per cell (cells are hashable)."""
+    return jax.jit(lambda params, carry, x: cell(params, carry, x))
+
+
+# `rnnlab.unroll` under jit: compiled once per (cell, shapes, options) and reused across tests
+# in a process. Tests of the eager path call `rnnlab.unroll` directly.
+jit_unroll = jax.jit(rnnlab.unroll, static_argnums=(0,),
+                     static_argnames=("reverse", "unroll", "remat"))
+
+
+def python_loop(cell, params, xs, carry=None, reverse=False):
+    """Independent reference: a plain Python loop over `cell(params, carry, x_t)`."""
+    batch_shape = xs.shape[:-2]
+    if carry is None:
+        carry = cell.initial_carry(batch_shape)
+    step = jit_step(cell)
+    steps = range(xs.shape[-2])
+    ys = [None] * xs.shape[-2]
+    for t in (reversed(steps) if reverse else steps):
+        carry, ys[t] = step(params, carry, xs[..., t, :])
+    return carry, jnp.stack(ys, axis=-2)
+
+
+def cut(xs, length):
+    """xs[..., :length, :] for one sequence."""
+    return xs[..., :length, :]
