@@ -1,0 +1,42 @@
+"""The temporal-order problem (Hochreiter & Schmidhuber 1997, experiment 6a), length T.
+
+    python -m experiments.train --config=experiments/configs/temporal_order.py \
+        --workdir=runs/order_lstm
+    # a seconds-long smoke run: temporal_order.py:smoke
+
+Four classes (order of the X/Y symbols at t1 ∈ [0.1T, 0.2T), t2 ∈ [0.5T, 0.6T)); chance
+accuracy 0.25. Expected: LSTM solves it (validation accuracy near 1); not yet measured here.
+"""
+
+from rnnlab.train.config import base_config
+
+
+def get_config(variant: str = ""):
+    c = base_config()
+    c.task.name = "temporal_order"  # rnnlab.train.tasks: tokens [B, T] -> class in 0..3
+    c.task.length = 100  # T, the sequence length
+    c.task.batch_size = 32  # sequences per train step
+    c.task.eval_batches = 8  # fixed validation batches drawn from a held-out key
+    c.task.steps_per_epoch = 1000  # steps per "epoch" (step-decay schedules only)
+
+    c.model.cell = "lstm"  # any name in rnnlab.cells.names()
+    c.model.hidden = 64  # hidden units
+    c.model.embed_dim = 0  # 0: one-hot inputs over the 8 symbols
+
+    c.optim.lr = 1e-3
+    c.train.steps = 5_000
+    c.train.log_every = 100
+    c.train.eval_every = 500
+
+    if variant == "smoke":
+        c.task.length = 20
+        c.task.batch_size = 8
+        c.task.eval_batches = 2
+        c.model.hidden = 8
+        c.train.steps = 6
+        c.train.log_every = 2
+        c.train.eval_every = 3
+        c.checkpoint.every_steps = 3
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r} of temporal_order.py; valid: '' or 'smoke'")
+    return c

@@ -1,0 +1,1 @@
+"""Data: synthetic long-range tasks (`rnnlab.data.synthetic`) and language-model corpora."""

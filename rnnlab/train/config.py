@@ -1,0 +1,177 @@
+"""The engine's config sections (every field declared here, with a comment) and the one place
+where a whole experiment config is validated.
+
+An experiment config (`experiments/configs/<name>.py`) starts from `base_config()`, fills in
+`task` and `model`, and overrides what it needs:
+
+    config = base_config()
+    config.task = ml_collections.ConfigDict(dict(name="adding", length=100, ...))
+    config.model.cell = "lstm"
+
+`validate(config)` checks every field against its valid values and raises `ConfigError` naming
+the field, the bad value and what would be valid; `train_and_evaluate` calls it before any work.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+import rnnlab
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+CLIPPING = ("none", "global_norm", "value", "adaptive")
+SCHEDULES = ("constant", "step", "cosine")
+NONFINITE = ("stop", "skip")
+BEST_MODES = ("min", "max")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value that is not valid; the message names field and choices."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults for the sections every experiment shares: seed, model, optim, train, checkpoint."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # initialisation, dropout and data all derive from this seed
+
+    c.task = ml_collections.ConfigDict()  # filled by the experiment config (name = a task in
+    c.task.name = ""  # rnnlab.train.tasks.TASKS)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.cell = "lstm"  # any name in rnnlab.cells.names()
+    c.model.hidden = 128  # hidden units per layer
+    c.model.num_layers = 1  # stacked recurrent layers
+    c.model.cell_kwargs = ""  # extra cell fields: "forget_bias=1.0,peepholes=True"
+    c.model.embed_dim = 0  # token tasks: 0 = one-hot inputs, > 0 = embedding width
+    c.model.dropout = 0.0  # dropout between layers and before the readout
+    c.model.unroll = 1  # scan steps per compiled loop iteration (speed only)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # sgd | adam | adamw | rmsprop
+    c.optim.lr = 1e-3  # peak learning rate
+    c.optim.momentum = 0.0  # sgd: momentum (0 = plain SGD); rmsprop: momentum
+    c.optim.nesterov = False  # sgd with momentum: Nesterov's variant
+    c.optim.b1 = 0.9  # adam/adamw first-moment decay
+    c.optim.b2 = 0.999  # adam/adamw second-moment decay
+    c.optim.eps = 1e-8  # adam/adamw/rmsprop epsilon
+    c.optim.rms_decay = 0.9  # rmsprop: decay of the squared-gradient average
+    c.optim.weight_decay = 0.0  # adamw: decoupled; others: L2 term added to the gradient
+    c.optim.clip = "global_norm"  # none | global_norm | value | adaptive (Brock et al. 2021)
+    c.optim.clip_value = 1.0  # max global norm / max |g| / adaptive ratio, per `clip`
+    c.optim.schedule = "constant"  # constant | step (Zaremba-style decay) | cosine
+    c.optim.warmup_steps = 0  # linear warmup from 0 to lr before the schedule (0 = none)
+    c.optim.decay_after_epochs = 4  # step: keep lr for this many epochs, then decay per epoch
+    c.optim.decay_factor = 0.5  # step: lr multiplier per epoch after decay_after_epochs
+    c.optim.final_lr_fraction = 0.0  # cosine: final lr as a fraction of lr
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 10_000  # total optimiser steps
+    c.train.log_every = 100  # write train metrics (jsonl, TensorBoard, console) every N steps
+    c.train.eval_every = 1000  # evaluate on the validation batches every N steps (and at the end)
+    c.train.nonfinite = "stop"  # non-finite loss/grad: stop (error naming the step) | skip update
+
+    c.diagnostics = ml_collections.ConfigDict()  # gradient flow logged during training
+    c.diagnostics.every = 0  # measure at step 0 and every N steps (0 = off); split
+    #                          "gradient_flow" in metrics.jsonl (rnnlab.diagnostics)
+    c.diagnostics.lags = (1, 10, 100)  # log the mean ‖∂L/∂h_{T-k}‖ at these lags k (k ≤ T)
+    c.diagnostics.max_samples = 16  # measure on the first samples of the train batch
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 1000  # save every N steps (0 = off); always at the end
+    c.checkpoint.every_secs = 600.0  # and/or when this many seconds passed since the last (0 = off)
+    c.checkpoint.keep = 3  # keep the last K checkpoints ...
+    c.checkpoint.keep_best = True  # ... plus the best by the task's validation metric
+    c.checkpoint.async_save = True  # write checkpoints in a background thread
+    return c
+
+
+def parse_cell_kwargs(spec: str) -> dict:
+    """'forget_bias=1.0,peepholes=True' -> {'forget_bias': 1.0, 'peepholes': True}."""
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"model.cell_kwargs: bad item {item!r}; expected key=value pairs "
+                              "separated by commas, e.g. 'forget_bias=1.0,peepholes=True'")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()  # a bare word such as recurrent_init=identity
+    return out
+
+
+def make_cells(model_cfg) -> tuple:
+    """The per-layer cells for `config.model`."""
+    kwargs = parse_cell_kwargs(model_cfg.cell_kwargs)
+    return tuple(rnnlab.cells.make(model_cfg.cell, model_cfg.hidden, **kwargs)
+                 for _ in range(model_cfg.num_layers))
+
+
+def _choice(field: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"config.{field}={value!r} is not valid; valid choices: "
+                          f"{sorted(choices)}")
+
+
+def _positive(field: str, value, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ConfigError(f"config.{field}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for the first invalid field (the task section is checked by the task's
+    own `validate`, registered in `rnnlab.train.tasks`)."""
+    from rnnlab.train import tasks  # imported here: tasks imports this module
+
+    for section in ("task", "model", "optim", "train", "diagnostics", "checkpoint"):
+        if section not in config:
+            raise ConfigError(f"config has no section {section!r}; start from "
+                              "rnnlab.train.config.base_config()")
+    _choice("task.name", config.task.name, tasks.TASKS)
+    m = config.model
+    _choice("model.cell", m.cell, rnnlab.cells.names())
+    for f in ("hidden", "num_layers", "unroll"):
+        _positive(f"model.{f}", m[f])
+    _positive("model.embed_dim", m.embed_dim, allow_zero=True)
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"config.model.dropout={m.dropout!r} must be in [0, 1)")
+    try:
+        make_cells(m)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.model: {e}") from None
+
+    o = config.optim
+    _choice("optim.name", o.name, OPTIMIZERS)
+    _choice("optim.clip", o.clip, CLIPPING)
+    _choice("optim.schedule", o.schedule, SCHEDULES)
+    _positive("optim.lr", o.lr)
+    if o.clip != "none":
+        _positive("optim.clip_value", o.clip_value)
+    for f in ("momentum", "weight_decay", "warmup_steps", "decay_after_epochs",
+              "final_lr_fraction"):
+        _positive(f"optim.{f}", o[f], allow_zero=True)
+    _positive("optim.decay_factor", o.decay_factor)
+
+    t = config.train
+    _positive("train.steps", t.steps)
+    _positive("train.log_every", t.log_every)
+    _positive("train.eval_every", t.eval_every)
+    _choice("train.nonfinite", t.nonfinite, NONFINITE)
+
+    d = config.diagnostics
+    _positive("diagnostics.every", d.every, allow_zero=True)
+    _positive("diagnostics.max_samples", d.max_samples)
+    if not all(isinstance(k, int) and k >= 0 for k in d.lags):
+        raise ConfigError(f"config.diagnostics.lags={d.lags!r} must be non-negative integers")
+
+    k = config.checkpoint
+    _positive("checkpoint.every_steps", k.every_steps, allow_zero=True)
+    _positive("checkpoint.every_secs", k.every_secs, allow_zero=True)
+    _positive("checkpoint.keep", k.keep)
+
+    tasks.TASKS[config.task.name].validate(config)

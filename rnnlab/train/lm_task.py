@@ -1,0 +1,337 @@
+"""The language-model task ("lm"): a token stream cut into BPTT windows, the hidden state carried
+from window to window (truncated BPTT), perplexity or bits per character on validation and test.
+
+    config = lm_config()                      # base_config() + the LM task and model fields
+    config.task.corpus = "ptb"                # or tiny_shakespeare, wikitext2, files, generated
+    result = train_and_evaluate(config, workdir)
+
+Data position: the train step counter. Step s belongs to epoch e and is that epoch's i-th window,
+`LMStream.positions(e)[i]`; with AWD-LSTM's random window lengths every epoch has its own window
+list (deterministic in seed and epoch), so a resumed run reads exactly the windows the
+uninterrupted run would have read. The carry is reset at the first window of every epoch (each
+batch carries a `reset` flag, so this holds even when random lengths give epochs of different
+window counts; `steps_per_epoch` is then epoch 0's count, used only by step-decay schedules and
+the engine's own reset).
+
+Evaluation covers every token of the validation split once, in stream order, with the carry
+crossing windows (`eval_batches`); the test split is evaluated the same way once at the end of
+training (`test_batches`, written to metrics.jsonl with split "test").
+
+Metrics: `loss` (mean NLL in nats per token), `perplexity` (word level) or `bpc` (character
+level, loss / ln 2). The train loss that is differentiated is the per-token mean or, with
+`task.loss_reduction="sum_time"`, the sum over the window's steps averaged over rows (the scale
+Zaremba et al.'s SGD lr 1 was tuned for), plus AR/TAR (`task.ar_alpha`, `task.tar_beta`); the
+reported `loss` is always the mean NLL per token.
+
+The vocabulary is written to `<workdir>/vocab.json` (`prepare`), so evaluation and generation
+(`python -m experiments.generate`) use the same id mapping without the corpus.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import rnnlab
+from rnnlab.data import text as text_lib
+from rnnlab.data.lm import LMStream
+from rnnlab.data.vocab import VOCAB_FILE, Vocab
+from rnnlab.models import lm as lm_model
+from rnnlab.train.config import ConfigError, base_config, parse_cell_kwargs
+from rnnlab.train.tasks import register
+
+CORPORA = tuple(text_lib.names()) + ("generated",)  # "files" is in text_lib.names()
+DATA_DIR_ENV = "RNNLAB_DATA_DIR"  # default TFDS download_dir when task.download_dir is ""
+LOSS_REDUCTIONS = ("mean", "sum_time")
+
+
+def lm_config() -> ml_collections.ConfigDict:
+    """`base_config()` plus every field the LM task reads (each declared here, with a comment)."""
+    c = base_config()
+    t = c.task
+    t.name = "lm"
+    t.corpus = "generated"  # tiny_shakespeare | ptb | ptb_char | wikitext2 | wikitext103 |
+    # files (task.files) | generated (a small built-in text, for smoke runs)
+    t.data_dir = ""  # TFDS data dir ("" = TFDS's default, ~/tensorflow_datasets)
+    t.download_dir = ""  # TFDS download dir ("" = $RNNLAB_DATA_DIR if set, else TFDS's default)
+    t.manual_dir = ""  # where downloaded files already lie ("" = <download_dir>/manual)
+    t.download = True  # allow network downloads (False: a missing file is a clear error)
+    t.files = ml_collections.ConfigDict()  # corpus "files": one UTF-8 text file per split
+    t.files.train = ""
+    t.files.valid = ""
+    t.files.test = ""
+    t.vocab_level = ""  # "" = the corpus's own (char for tiny_shakespeare) | word | char
+    t.vocab_max_size = 0  # word level: keep the most frequent tokens (0 = all)
+    t.batch_size = 20  # rows of the train stream (contiguous token streams)
+    t.bptt = 35  # train window length (the mean with random_length)
+    t.random_length = False  # AWD-LSTM window lengths: N(bptt or bptt/2 w.p. 0.05, bptt_std)
+    t.bptt_std = 5.0  # standard deviation of the random window length
+    t.eval_batch_size = 10  # rows of the validation stream
+    t.test_batch_size = 0  # rows of the test stream (0 = eval_batch_size)
+    t.eval_bptt = 0  # validation/test window length (0 = bptt)
+    t.loss_reduction = "mean"  # train loss: mean NLL per token (AWD-LSTM) | sum_time: summed over
+    # the window's steps, averaged over rows (Zaremba et al.: their lr 1 assumes this scale)
+    t.ar_alpha = 0.0  # AR: alpha * mean(dropped last-layer output^2) added to the train loss
+    t.tar_beta = 0.0  # TAR: beta * mean((h_t - h_{t-1})^2) added to the train loss
+
+    m = c.model
+    m.embed_dim = 128  # embedding width (LM: must be > 0)
+    m.last_hidden = 0  # width of the last layer (0 = hidden; AWD-LSTM: = embed_dim, for tying)
+    m.tie_weights = False  # readout uses the embedding matrix (Inan et al.; Press & Wolf)
+    m.embed_init_scale = 0.1  # embedding and untied readout ~ U(±scale)
+    m.dropout = 0.0  # non-recurrent dropout (Zaremba et al. 2014): inputs, between layers, output
+    m.dropout_input = -1.0  # on the embedded inputs (-1 = model.dropout)
+    m.dropout_hidden = -1.0  # between recurrent layers (-1 = model.dropout)
+    m.dropout_output = -1.0  # on the last layer's output, before the readout (-1 = model.dropout)
+    m.dropout_embedding = 0.0  # drops whole words (rows of the embedding matrix)
+    m.variational = False  # one dropout mask per sequence, shared across time (locked dropout)
+    m.weight_drop = 0.0  # DropConnect on every layer's recurrent matrix (Merity et al. 2017)
+    m.remat = False  # recompute activations in the backward pass (memory for speed)
+    return c
+
+
+def epoch_steps(num_tokens: int, batch_size: int, bptt: int, random_length: bool = False,
+                std: float = 5.0, seed: int = 0) -> int:
+    """Train windows per epoch of a `num_tokens` stream (epoch 0's count with random lengths);
+    for configs that state a number of epochs as `train.steps`."""
+    stream = LMStream(np.zeros(num_tokens, np.int32), batch_size, bptt,
+                      random_length=random_length, std=std, seed=seed)
+    return len(stream.positions(0))
+
+
+def generated_corpus(num_sentences: int = 1200, seed: int = 0) -> text_lib.Corpus:
+    """A small deterministic pseudo-English corpus (a toy grammar): smoke runs and tests that
+    need no files. Splits 80/10/10 by sentence; lines end with a newline."""
+    rng = np.random.default_rng(seed)
+    subjects = ["the cat", "a dog", "the old man", "my sister", "the market", "a bird",
+                "the company", "our teacher"]
+    verbs = ["sat on", "looked at", "bought", "sold", "saw", "walked to", "liked", "found"]
+    objects = ["the mat", "a house", "the river", "some bread", "the shares", "a letter",
+               "the garden", "the city"]
+    tails = ["", " today", " again", " in the morning", " last year", " with care"]
+    lines = []
+    for _ in range(num_sentences):
+        s, v, o, t = (rng.integers(len(x)) for x in (subjects, verbs, objects, tails))
+        lines.append(f"{subjects[s]} {verbs[v]} {objects[o]}{tails[t]} .")
+    a, b = int(0.8 * num_sentences), int(0.9 * num_sentences)
+    join = lambda ls: "\n".join(ls) + "\n"  # noqa: E731
+    return text_lib.Corpus("generated", join(lines[:a]), join(lines[a:b]), join(lines[b:]))
+
+
+def load_corpus(t) -> text_lib.Corpus:
+    """The corpus `config.task` names (see the field comments of `lm_config`)."""
+    level = t.vocab_level or None
+    if t.corpus == "generated":
+        corpus = generated_corpus()
+        if level == "char":
+            corpus = dataclasses.replace(corpus, vocab_level="char", unit="char")
+        return corpus
+    if t.corpus == "files":
+        files = {"train": t.files.train, "validation": t.files.valid, "test": t.files.test}
+        missing = [k for k, v in zip(("train", "valid", "test"), files.values()) if not v]
+        if missing:
+            raise ConfigError(f"config.task.corpus='files' needs config.task.files."
+                              f"{{{','.join(missing)}}} (paths to UTF-8 text files)")
+        return text_lib.load_corpus("files", files=files, vocab_level=level)
+    download_dir = t.download_dir or os.environ.get(DATA_DIR_ENV) or None
+    return text_lib.load_corpus(t.corpus, data_dir=t.data_dir or None, download_dir=download_dir,
+                                manual_dir=t.manual_dir or None, download=t.download,
+                                vocab_level=level)
+
+
+def _rate(m, name):
+    p = m[name]
+    return m.dropout if p < 0 else p
+
+
+def make_model(config, vocab_size: int) -> lm_model.LanguageModel:
+    """The `LanguageModel` of `config.model` over `vocab_size` tokens (also used to rebuild the
+    model from a run's config.json for generation)."""
+    m = config.model
+    kwargs = parse_cell_kwargs(m.cell_kwargs)
+    widths = [m.hidden] * m.num_layers
+    if m.last_hidden:
+        widths[-1] = m.last_hidden
+    cells = tuple(rnnlab.cells.make(m.cell, w, **kwargs) for w in widths)
+    return lm_model.LanguageModel(
+        vocab_size=vocab_size, cells=cells, embed_size=m.embed_dim, tie_weights=m.tie_weights,
+        embed_init_scale=m.embed_init_scale, dropout_embedding=m.dropout_embedding,
+        dropout_input=_rate(m, "dropout_input"), dropout_hidden=_rate(m, "dropout_hidden"),
+        dropout_output=_rate(m, "dropout_output"), variational=m.variational,
+        weight_drop=m.weight_drop, unroll=m.unroll, remat=m.remat)
+
+
+class LMTask:
+    """Word- or character-level language modelling on one corpus (see the module docstring)."""
+
+    carries_state = True
+    metric_mode = "min"
+
+    @classmethod
+    def validate(cls, config) -> None:
+        t, m = config.task, config.model
+        reference = lm_config()
+        for section, ref in (("task", reference.task), ("model", reference.model)):
+            missing = sorted(set(ref.keys()) - set(config[section].keys()))
+            if missing:
+                raise ConfigError(f"config.{section} has no field(s) {missing} (task 'lm'); "
+                                  "start from rnnlab.train.lm_task.lm_config()")
+        if t.corpus not in CORPORA:
+            raise ConfigError(f"config.task.corpus={t.corpus!r} is not valid; valid choices: "
+                              f"{sorted(CORPORA)}")
+        if t.loss_reduction not in LOSS_REDUCTIONS:
+            raise ConfigError(f"config.task.loss_reduction={t.loss_reduction!r} is not valid; "
+                              f"valid choices: {list(LOSS_REDUCTIONS)}")
+        if t.vocab_level not in ("", "word", "char"):
+            raise ConfigError(f"config.task.vocab_level={t.vocab_level!r} is not valid; valid "
+                              "choices: '', 'word', 'char'")
+        for f in ("batch_size", "bptt", "eval_batch_size"):
+            if t[f] <= 0:
+                raise ConfigError(f"config.task.{f}={t[f]!r} must be > 0")
+        for f in ("test_batch_size", "eval_bptt", "vocab_max_size", "ar_alpha", "tar_beta",
+                  "bptt_std"):
+            if t[f] < 0:
+                raise ConfigError(f"config.task.{f}={t[f]!r} must be >= 0")
+        if m.embed_dim <= 0:
+            raise ConfigError(f"config.model.embed_dim={m.embed_dim!r} must be > 0 for task 'lm'")
+        if m.last_hidden < 0:
+            raise ConfigError(f"config.model.last_hidden={m.last_hidden!r} must be >= 0")
+        for f in ("dropout_input", "dropout_hidden", "dropout_output"):
+            if not (m[f] == -1.0 or 0.0 <= m[f] < 1.0):
+                raise ConfigError(f"config.model.{f}={m[f]!r} must be in [0, 1) or -1 "
+                                  "(= model.dropout)")
+        for f in ("dropout_embedding", "weight_drop"):
+            if not 0.0 <= m[f] < 1.0:
+                raise ConfigError(f"config.model.{f}={m[f]!r} must be in [0, 1)")
+
+    def __init__(self, config):
+        t = config.task
+        self.config = config
+        corpus = load_corpus(t)
+        self.unit = corpus.unit
+        self.metric = "perplexity" if self.unit == "word" else "bpc"
+        build = {"max_size": t.vocab_max_size or None} if corpus.vocab_level == "word" else {}
+        self.vocab = Vocab.build(corpus.train, corpus.vocab_level, **build)
+        self._build_kwargs = build
+        self._train_text = corpus.train
+        ids = {s: self.vocab.encode(corpus.split(s)) for s in text_lib.SPLITS}
+        self.batch_size = t.batch_size
+        self.train_stream = LMStream(ids["train"], t.batch_size, t.bptt,
+                                     random_length=t.random_length, std=t.bptt_std,
+                                     seed=config.seed)
+        eval_bptt = t.eval_bptt or t.bptt
+        self.valid_stream = LMStream(ids["validation"], t.eval_batch_size, eval_bptt,
+                                     train=False)
+        self.test_stream = LMStream(ids["test"], t.test_batch_size or t.eval_batch_size,
+                                    eval_bptt, train=False)
+        self.num_tokens = {s: int(v.size) for s, v in ids.items()}
+        self.steps_per_epoch = len(self.train_stream.positions(0))
+        self._epoch_starts = [0]  # first step of epochs 0, 1, ... (computed as needed)
+        self._positions = {}  # epoch -> window start positions (the latest few)
+        self.ar_alpha, self.tar_beta = float(t.ar_alpha), float(t.tar_beta)
+        self.loss_reduction = t.loss_reduction
+        self.model = make_model(config, len(self.vocab))
+        self._eval = self._test = None
+
+    # --- run files ------------------------------------------------------------------------
+    def prepare(self, workdir: str) -> None:
+        """Writes the vocabulary to `<workdir>/vocab.json`, or checks the one a resumed run
+        wrote there against this corpus's."""
+        path = os.path.join(workdir, VOCAB_FILE)
+        saved = Vocab.load_or_build(path, self._train_text, self.vocab.level, **self._build_kwargs)
+        if saved != self.vocab:
+            raise ValueError(f"the vocabulary saved in {path} ({len(saved)} tokens) differs from "
+                             f"the one built from this corpus ({len(self.vocab)} tokens): the "
+                             "run's corpus or vocabulary settings changed; use a new workdir")
+
+    # --- data -----------------------------------------------------------------------------
+    def _epoch_positions(self, epoch: int) -> list[int]:
+        if epoch not in self._positions:
+            if len(self._positions) > 4:
+                self._positions.pop(min(self._positions))
+            self._positions[epoch] = self.train_stream.positions(epoch)
+        return self._positions[epoch]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, train stream position) of train step `step`."""
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        if not self.train_stream.random_length:
+            epoch, i = divmod(step, self.steps_per_epoch)
+            return epoch, self._epoch_positions(epoch)[i]
+        while self._epoch_starts[-1] <= step:
+            e = len(self._epoch_starts) - 1
+            self._epoch_starts.append(self._epoch_starts[-1] + len(self._epoch_positions(e)))
+        epoch = bisect.bisect_right(self._epoch_starts, step) - 1
+        return epoch, self._epoch_positions(epoch)[step - self._epoch_starts[epoch]]
+
+    @staticmethod
+    def _as_batch(w) -> dict:
+        return {"inputs": w.inputs, "targets": w.targets, "mask": w.mask,
+                "reset": np.bool_(w.reset)}
+
+    def train_batch(self, step: int) -> dict:
+        return self._as_batch(self.train_stream.window(self.locate(step)[1]))
+
+    def eval_batches(self) -> list:
+        if self._eval is None:
+            self._eval = [self._as_batch(w) for w in self.valid_stream]
+        return self._eval
+
+    def test_batches(self) -> list:
+        if self._test is None:
+            self._test = [self._as_batch(w) for w in self.test_stream]
+        return self._test
+
+    # --- model ----------------------------------------------------------------------------
+    def init(self, rng):
+        tokens = jnp.zeros((self.batch_size, self.train_stream.pad_to or self.train_stream.bptt),
+                           jnp.int32)
+        return self.model.init({"params": rng}, tokens, train=False)["params"]
+
+    def initial_carry(self, batch_size: int):
+        # one buffer per leaf: an LSTM's zero carry holds the same array as h and c, which the
+        # train step's buffer donation rejects ("donate the same buffer twice")
+        return jax.tree_util.tree_map(jnp.copy, self.model.initial_carry(batch_size))
+
+    def loss(self, params, batch, carry, rng, train):
+        inputs, mask = batch["inputs"], batch["mask"]
+        if carry is None:
+            carry = self.initial_carry(inputs.shape[0])
+        if "reset" in batch:
+            fresh = self.initial_carry(inputs.shape[0])
+            carry = jax.tree_util.tree_map(lambda z, c: jnp.where(batch["reset"], z, c),
+                                           fresh, carry)
+        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        out = self.model.apply({"params": params}, inputs, carry, mask=mask, train=train,
+                               rngs=rngs)
+        nll_sum, count = lm_model.masked_sum_count(
+            lm_model.token_nll(out.logits, batch["targets"]), mask)
+        if self.loss_reduction == "sum_time":
+            loss = nll_sum / inputs.shape[0]
+        else:
+            loss = nll_sum / jnp.maximum(count, 1.0)
+        if train and (self.ar_alpha or self.tar_beta):
+            loss = loss + lm_model.ar_tar(out.hidden, out.hidden_dropped, self.ar_alpha,
+                                          self.tar_beta, mask)
+        return loss, ({"nll": nll_sum, "count": count}, out.carry)
+
+    def metrics(self, stats) -> dict:
+        loss = stats["nll"] / jnp.maximum(stats["count"], 1.0)
+        if self.unit == "word":
+            return {"loss": loss, "perplexity": jnp.exp(loss)}
+        return {"loss": loss, "bpc": loss / math.log(2.0)}
+
+
+register("lm", LMTask)
+
+__all__ = ["LMTask", "epoch_steps", "generated_corpus", "lm_config", "load_corpus",
+           "make_model"]

@@ -1,0 +1,236 @@
+"""`train_and_evaluate(config, workdir)`: the training loop every experiment runs on.
+
+    result = train_and_evaluate(config, workdir, progress=print)
+    result.state.params, result.eval_metrics, result.preempted
+
+1. validates the config (before any work), builds the task, optimiser and initial state;
+2. resumes from the newest readable checkpoint in `<workdir>/checkpoints` if there is one
+   (params, optimiser state, step = data position, RNG, carried state);
+3. runs `config.train.steps` steps: train metrics every `log_every` steps, evaluation on the
+   task's validation batches every `eval_every` steps and at the end, checkpoints every
+   `checkpoint.every_steps` steps and/or `checkpoint.every_secs` seconds and at the end;
+   a task with the optional `test_batches()` is then evaluated on its test split once
+   (metrics.jsonl split "test"); a task's optional `prepare(workdir)` runs before step 1;
+   with `diagnostics.every > 0`, the gradient flow of the model's first recurrent layer
+   (`rnnlab.diagnostics.gradient_flow_metrics` on the train batch) is logged at step 0 and
+   every `every` steps (split "gradient_flow"; see `recurrent_probe`);
+4. on SIGTERM (preemption) saves a checkpoint after the current step and returns with
+   `preempted=True`.
+
+A non-finite loss or gradient raises `NonFiniteError` naming the step with
+`train.nonfinite="stop"` (checked every `log_every` steps and before every checkpoint, so no
+checkpoint ever holds the failed state); with "skip" the update is skipped and counted
+(`nonfinite_count` in the train records).
+
+The library never prints: `progress`, if given, receives the console progress lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from rnnlab.diagnostics import gradient_flow_metrics
+from rnnlab.models.recurrent import Recurrent
+from rnnlab.train import metrics as metrics_lib
+from rnnlab.train.checkpoint import Checkpointer
+from rnnlab.train.config import validate
+from rnnlab.train.optim import make_optimizer
+from rnnlab.train.state import TrainState, create_state
+from rnnlab.train.steps import make_step_fns
+from rnnlab.train.tasks import make_task
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or gradient became NaN/inf and config.train.nonfinite is "stop"."""
+
+
+class Result(NamedTuple):
+    state: TrainState  # the final train state
+    eval_metrics: dict | None  # the last evaluation's metrics
+    preempted: bool  # stopped early by SIGTERM (a checkpoint was saved)
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Yields a dict whose "set" becomes True on SIGTERM (main thread only; else never)."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def evaluate(task, eval_fn, params, batches=None) -> dict:
+    """The task's metrics over `batches` (default: its whole validation set, `eval_batches()`;
+    pass e.g. a test stream for a final test evaluation). Stream tasks: carry crosses batches."""
+    sums, carry = None, None
+    for batch in task.eval_batches() if batches is None else batches:
+        if task.carries_state and carry is None:
+            leading = jax.tree_util.tree_leaves(batch)[0].shape[0]
+            carry = task.initial_carry(leading)
+        stats, carry = eval_fn(params, carry, batch)
+        stats = jax.device_get(stats)
+        sums = stats if sums is None else {k: sums[k] + stats[k] for k in sums}
+    if sums is None:
+        raise ValueError("the task's eval_batches() yielded no batches")
+    return {k: float(np.asarray(v)) for k, v in task.metrics(sums).items()}
+
+
+def _check_finite(state: TrainState, mode: str) -> None:
+    if mode == "stop" and int(state.nonfinite_count) > 0:
+        step = int(state.first_nonfinite_step)
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {step} (0-based; the update was not applied). "
+            "Lower optim.lr, enable clipping (optim.clip=global_norm), or set "
+            "train.nonfinite=skip to skip such updates.")
+
+
+class _Probed(Exception):
+    pass
+
+
+def recurrent_probe(task, params, batch) -> tuple:
+    """(cell, cell_params, xs, carry): the model's first recurrent layer and its inputs
+    xs [batch, time, features] on `batch` (after any embedding), for `rnnlab.diagnostics`.
+
+    A task may provide this as the optional member `recurrent_probe(params, batch)`; otherwise
+    the task's loss is run until its first `rnnlab.models.Recurrent` layer is called.
+    """
+    if hasattr(task, "recurrent_probe"):
+        return task.recurrent_probe(params, batch)
+    found = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if isinstance(context.module, Recurrent) and context.method_name == "__call__":
+            carry = args[1] if len(args) > 1 else kwargs.get("carry")
+            found.append((context.module.cell, context.module.variables["params"]["cell"],
+                          args[0], carry))
+            raise _Probed
+        return next_fun(*args, **kwargs)
+
+    leading = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    carry = task.initial_carry(leading) if task.carries_state else None
+    try:
+        with nn.intercept_methods(interceptor):
+            task.loss(params, batch, carry, None, False)
+    except _Probed:
+        pass
+    if not found:
+        raise ValueError(f"diagnostics: {type(task).__name__}'s model has no "
+                         "rnnlab.models.Recurrent layer; give the task a "
+                         "recurrent_probe(params, batch) -> (cell, cell_params, xs, carry)")
+    return found[0]
+
+
+def _log_gradient_flow(task, d, params, step, writer) -> None:
+    cell, cell_params, xs, carry = recurrent_probe(task, params, task.train_batch(step))
+    writer.write({"step": step, "split": "gradient_flow", **gradient_flow_metrics(
+        cell, cell_params, xs, carry=carry, lags=tuple(d.lags), prefix="",
+        max_samples=d.max_samples)})
+
+
+def train_and_evaluate(config, workdir: str, *, task: Any = None,
+                       progress: Callable[[str], None] | None = None) -> Result:
+    """Trains and evaluates `config` in `workdir` (created if needed); resumes if it holds a
+    checkpoint. `task` overrides the task built from `config.task` (tests, custom tasks)."""
+    validate(config)
+    say = progress or (lambda line: None)
+    os.makedirs(workdir, exist_ok=True)
+    task = task if task is not None else make_task(config)
+    if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
+        task.prepare(workdir)
+    tc, total = config.train, config.train.steps
+    optimizer = make_optimizer(config.optim, task.steps_per_epoch, total)
+    state = create_state(task, optimizer, config.seed)
+
+    ckpt = Checkpointer(workdir, config.checkpoint, task.metric, task.metric_mode)
+    restored, notes = ckpt.restore_latest(state)
+    for note in notes:
+        log.warning(note)
+        say(f"WARNING: {note}")
+    resume_step = None
+    if restored is not None:
+        state, resume_step = restored, int(restored.step)
+        say(f"resumed from checkpoint at step {resume_step} in {ckpt.directory}")
+    metrics_lib.write_config(workdir, config)
+    writer = metrics_lib.MetricsWriter(workdir, resume_step)
+    train_fn, eval_fn = make_step_fns(task, optimizer)
+
+    step = int(state.step)
+    eval_metrics, preempted = None, False
+    t_log, step_log = time.perf_counter(), step
+    t_save = time.monotonic()
+    diag = config.diagnostics
+    try:
+        if diag.every and step == 0:
+            _log_gradient_flow(task, diag, state.params, step, writer)
+        with _sigterm_flag() as sigterm:
+            while step < total:
+                state, m = train_fn(state, task.train_batch(step))
+                step += 1
+                last = step == total
+                if step % tc.log_every == 0 or last:
+                    m = jax.device_get(m)
+                    _check_finite(state, tc.nonfinite)
+                    now = time.perf_counter()
+                    record = writer.write({
+                        "step": step, "split": "train", **m,
+                        "learning_rate": float(optimizer.schedule(step - 1)),
+                        "steps_per_sec": (step - step_log) / max(now - t_log, 1e-9),
+                        "nonfinite_count": int(state.nonfinite_count)})
+                    t_log, step_log = now, step
+                    say(metrics_lib.progress_line(record, total, task.metric))
+                evaluated = step % tc.eval_every == 0 or last
+                if evaluated:
+                    t0 = time.perf_counter()
+                    eval_metrics = evaluate(task, eval_fn, state.params)
+                    record = writer.write({"step": step, "split": "eval", **eval_metrics})
+                    say(metrics_lib.progress_line(record, total, task.metric))
+                    t_log += time.perf_counter() - t0  # eval time is not train speed
+                if diag.every and (step % diag.every == 0 or last):
+                    t0 = time.perf_counter()
+                    _log_gradient_flow(task, diag, state.params, step, writer)
+                    t_log += time.perf_counter() - t0
+                k = config.checkpoint
+                due = (last or sigterm["set"]
+                       or (k.every_steps and step % k.every_steps == 0)
+                       or (k.every_secs and time.monotonic() - t_save >= k.every_secs))
+                if due:
+                    _check_finite(state, tc.nonfinite)
+                    ckpt.save(step, state, eval_metrics if evaluated else None)
+                    t_save = time.monotonic()
+                if sigterm["set"] and not last:
+                    preempted = True
+                    say(f"SIGTERM: saved a checkpoint at step {step}; exiting")
+                    break
+        # optional Task member: the test split, evaluated once when training completes
+        if (step == total and not preempted and hasattr(task, "test_batches")
+                and not any(r["split"] == "test" and r["step"] == step
+                            for r in metrics_lib.read_metrics(workdir))):
+            test_metrics = evaluate(task, eval_fn, state.params, task.test_batches())
+            record = writer.write({"step": step, "split": "test", **test_metrics})
+            say(metrics_lib.progress_line(record, total, task.metric))
+    finally:
+        ckpt.close()
+        writer.close()
+    return Result(state, eval_metrics, preempted)

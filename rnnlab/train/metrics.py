@@ -1,0 +1,97 @@
+"""Run records: `<workdir>/metrics.jsonl`, TensorBoard events, `config.json`, a progress line.
+
+    writer = MetricsWriter(workdir, resume_step=None)
+    writer.write({"step": 100, "split": "train", "loss": 0.1, ...})
+    line = progress_line(record, total_steps=1000)     # the caller decides where to print it
+
+metrics.jsonl holds one JSON object per logged step and split: at least `step`, `split`
+("train" or "eval"), `loss` and the task metric; train records also carry `grad_norm`,
+`grad_norm_clipped`, `param_norm`, `update_norm`, `clipped`, `learning_rate`, `steps_per_sec`.
+TensorBoard scalars go to `<workdir>/tensorboard` as `<split>/<key>`. On resume, records past
+the restored step (written after the checkpoint by the interrupted run) are dropped, so the file
+reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+
+def write_config(workdir: str, config) -> None:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All records of metrics.jsonl (for tests, comparisons)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _plain(v):
+    if isinstance(v, (np.ndarray, np.generic)) or hasattr(v, "dtype"):
+        v = np.asarray(v).item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep the line parseable
+    return v
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str, resume_step: int | None = None):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(self.path):
+            kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+        elif resume_step is None and os.path.exists(self.path):
+            os.remove(self.path)  # a fresh run on this workdir
+        self._file = open(self.path, "a")
+        from tensorboardX import SummaryWriter  # imported lazily: slow to import
+
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, record: dict) -> dict:
+        record = {k: _plain(v) for k, v in record.items()}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for k, v in record.items():
+            if k not in ("step", "split") and isinstance(v, (int, float)):
+                self._tb.add_scalar(f"{record['split']}/{k}", v, record["step"])
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+        self._tb.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+
+
+def progress_line(record: dict, total_steps: int, metric: str | None = None) -> str:
+    """'step 100/1000  train loss 0.1234  mse 0.1234  52.1 steps/s  ETA 0:17' (eval: no speed)."""
+    parts = [f"step {record['step']}/{total_steps}",
+             f"{record['split']:5s} loss {_fmt(record['loss'])}"]
+    if metric and metric != "loss" and metric in record:
+        parts.append(f"{metric} {_fmt(record[metric])}")
+    if "steps_per_sec" in record:
+        sps = record["steps_per_sec"]
+        parts.append(f"{sps:.1f} steps/s")
+        eta = (total_steps - record["step"]) / sps if sps > 0 else float("inf")
+        parts.append(f"ETA {_duration(eta)}")
+    return "  ".join(parts)

@@ -1,0 +1,43 @@
+"""The train state: one explicit pytree holding everything a run needs to continue exactly.
+
+    state = create_state(task, optimizer, seed)     # step 0
+    state, metrics = train_step(state, batch)        # see rnnlab.train.steps
+
+The data position is `step`: a task's train batch is a deterministic function of the step
+(`Task.train_batch(step)`), so restoring `step` restores the data iterator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 []: optimiser steps taken so far = data position
+    params: Any  # the model's parameter pytree
+    opt_state: Any  # (clipping state, optimiser state)
+    rng: jax.Array  # uint32 [2]: raw PRNG key, split once per step for dropout
+    carry: Any  # hidden state carried across train batches (stream tasks); None otherwise
+    nonfinite_count: jax.Array  # int32 []: steps whose loss or gradient was not finite
+    first_nonfinite_step: jax.Array  # int32 []: the first such step (0-based), -1 if none
+
+
+def create_state(task, optimizer, seed: int) -> TrainState:
+    """Initial state: parameters from `task.init`, optimiser state, RNG from `seed`."""
+    k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
+    params = task.init(k_init)
+    opt_state = (optimizer.clip.init(params), optimizer.update.init(params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        rng=k_run,
+        carry=task.initial_carry(task.batch_size) if task.carries_state else None,
+        nonfinite_count=jnp.zeros((), jnp.int32),
+        first_nonfinite_step=jnp.full((), -1, jnp.int32),
+    )

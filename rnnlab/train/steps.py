@@ -1,0 +1,89 @@
+"""Pure train and eval steps. `make_step_fns` binds them to a task and optimiser under `jax.jit`.
+
+    train_fn, eval_fn = make_step_fns(task, optimizer, nonfinite="stop")
+    state, metrics = train_fn(state, batch)      # state is donated
+    stats, carry = eval_fn(params, carry, batch)
+
+`metrics` holds the task's metrics for the batch (always "loss", plus e.g. "mse" or
+"accuracy") and the step diagnostics: grad_norm (global norm before clipping),
+grad_norm_clipped (after clipping: what the optimiser received), param_norm, update_norm,
+clipped (1.0 if clipping changed the gradient) and finite (0.0 if loss or gradient was not).
+
+A step whose loss or gradient is not finite leaves params, optimiser state and carry unchanged
+and is counted in `state.nonfinite_count` (the first such step in `first_nonfinite_step`);
+with nonfinite="stop" the loop then raises, with "skip" it goes on.
+
+Truncated BPTT: for tasks with `carries_state`, the carry from the previous batch enters under
+`stop_gradient` (gradients never cross a window boundary) and is reset to the initial carry at
+the start of every epoch (step % steps_per_epoch == 0).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rnnlab.train.state import TrainState
+
+
+def _where(pred, new, old):
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(pred, n, o), new, old)
+
+
+def train_step(task, optimizer, state: TrainState, batch):
+    """One optimiser step on `batch` -> (new state, metrics). Pure; jitted by `make_step_fns`."""
+    rng, step_rng = jax.random.split(state.rng)
+    carry = state.carry
+    if task.carries_state:
+        reset = state.step % task.steps_per_epoch == 0
+        carry = _where(reset, task.initial_carry(task.batch_size), carry)
+        carry = jax.lax.stop_gradient(carry)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (loss, (stats, new_carry)), grads = grad_fn(state.params, batch, carry, step_rng, True)
+
+    clip_state, opt_state = state.opt_state
+    clipped_grads, new_clip_state = optimizer.clip.update(grads, clip_state, state.params)
+    updates, new_opt_state = optimizer.update.update(clipped_grads, opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    changed = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), grads, clipped_grads))
+    metrics = dict(
+        task.metrics(stats),
+        grad_norm=grad_norm,
+        grad_norm_clipped=optax.tree.norm(clipped_grads),
+        param_norm=optax.tree.norm(new_params),
+        update_norm=optax.tree.norm(updates),
+        clipped=jnp.any(jnp.stack(changed)).astype(jnp.float32) if changed else jnp.float32(0),
+        finite=finite.astype(jnp.float32),
+    )
+    new_state = state.replace(
+        step=state.step + 1,
+        params=_where(finite, new_params, state.params),
+        opt_state=_where(finite, (new_clip_state, new_opt_state), state.opt_state),
+        rng=rng,
+        carry=_where(finite, new_carry, carry) if task.carries_state else None,
+        nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+        first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
+                                       state.step, state.first_nonfinite_step),
+    )
+    return new_state, metrics
+
+
+def eval_step(task, params, carry, batch):
+    """Summed statistics of one eval batch (no dropout) and the carry after it."""
+    _, (stats, new_carry) = task.loss(params, batch, carry, None, False)
+    return stats, new_carry
+
+
+def make_step_fns(task, optimizer):
+    """(train_fn, eval_fn): the two steps bound to `task` and `optimizer`, under `jax.jit`;
+    train_fn donates the incoming state's buffers."""
+    train_fn = jax.jit(functools.partial(train_step, task, optimizer), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, task))
+    return train_fn, eval_fn

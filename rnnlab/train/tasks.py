@@ -1,0 +1,197 @@
+"""The Task interface: everything task-specific the training engine needs, and nothing else.
+
+The loop, the steps and the checkpoints only talk to a task through these members:
+
+    metric: str             # the task metric's key in `metrics(...)`, e.g. "mse", "accuracy", "bpc"
+    metric_mode: str        # "min" or "max": which way is better (best checkpoint)
+    carries_state: bool     # stream task: the hidden state is carried across consecutive train
+                            # batches (truncated BPTT), reset every `steps_per_epoch` steps
+    steps_per_epoch: int    # train batches per epoch (step-decay schedules, carry reset)
+    batch_size: int         # train batch size (shape of the carried state)
+
+    init(rng) -> params                               # the model's parameter pytree
+    initial_carry(batch_size) -> carry                # zeros; used when carries_state
+    loss(params, batch, carry, rng, train) -> (loss, (stats, new_carry))
+        # pure and jittable. loss: scalar mean to differentiate; stats: dict of scalar sums over
+        # the batch (adding them over batches must give the sums over the union); carry is None
+        # for per-sequence tasks; rng is None when train is False (no dropout).
+    metrics(stats) -> dict                            # sums -> reported metrics, "loss" included;
+                                                      # works on jax and numpy values
+    train_batch(step) -> batch                        # deterministic in step: the step counter is
+                                                      # the data position, so resume is exact
+    eval_batches() -> iterable of batches             # the whole validation set, once; for stream
+                                                      # tasks in stream order (carry crosses them)
+    # optional members:
+    prepare(workdir) -> None                          # called once by train_and_evaluate before
+                                                      # the state is built: read/write run files
+                                                      # (the LM task's vocabulary)
+    test_batches() -> iterable of batches             # the test set, evaluated once when training
+                                                      # completes (metrics.jsonl split "test")
+
+A task family is registered by name with `register(name, factory)`; `factory(config)` builds the
+task and `factory.validate(config)` checks `config.task` (raising `ConfigError`). The synthetic
+long-range tasks below are the reference implementation; the language-model task plugs in the
+same way (`carries_state=True`, a token stream cut into BPTT windows by `train_batch(step)`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rnnlab.data import synthetic
+from rnnlab.models.sequence import SequenceModel
+from rnnlab.train.config import ConfigError, make_cells
+
+TASKS: dict = {}
+
+
+def register(name: str, factory) -> None:
+    """Adds a task family: `factory(config) -> task`, `factory.validate(config)`."""
+    TASKS[name] = factory
+
+
+def make_task(config):
+    """Builds the task `config.task.name` (config must already be validated)."""
+    if config.task.name not in TASKS:
+        raise ConfigError(f"config.task.name={config.task.name!r} is not valid; valid choices: "
+                          f"{sorted(TASKS)}")
+    return TASKS[config.task.name](config)
+
+
+class SyntheticTask:
+    """Base for the tasks of `rnnlab.data.synthetic`: batches drawn from fold_in(key, step).
+
+    config.task fields: name, length (T), batch_size, eval_batches (fixed validation batches
+    drawn from a separate key), steps_per_epoch.
+    """
+
+    kind = ""  # key in synthetic.GENERATORS
+    min_length = 1
+    carries_state = False
+    metric = "loss"
+    metric_mode = "min"
+    output_size = 1
+    readout = "last"
+    vocab_size = 0
+
+    @classmethod
+    def validate(cls, config) -> None:
+        t = config.task
+        for field in ("length", "batch_size", "eval_batches", "steps_per_epoch"):
+            if field not in t:
+                raise ConfigError(f"config.task has no field {field!r} (task {t.name!r} needs "
+                                  "length, batch_size, eval_batches, steps_per_epoch)")
+        if t.length < cls.min_length:
+            raise ConfigError(f"config.task.length={t.length!r} must be >= {cls.min_length} "
+                              f"for task {t.name!r}")
+        for field in ("batch_size", "eval_batches", "steps_per_epoch"):
+            if t[field] <= 0:
+                raise ConfigError(f"config.task.{field}={t[field]!r} must be > 0")
+
+    def __init__(self, config):
+        t, m = config.task, config.model
+        self.length, self.batch_size = t.length, t.batch_size
+        self.steps_per_epoch = t.steps_per_epoch
+        self.num_eval_batches = t.eval_batches
+        data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+        self._train_key = jax.random.fold_in(data_key, 0)
+        self._eval_key = jax.random.fold_in(data_key, 1)
+        self.model = SequenceModel(
+            cells=make_cells(m), output_size=self.output_size, readout=self.readout,
+            vocab_size=self.vocab_size, embed_dim=m.embed_dim, dropout=m.dropout, unroll=m.unroll)
+        gen = synthetic.GENERATORS[self.kind]
+        length, batch = self.length, self.batch_size
+        self._generate = jax.jit(lambda key: dict(zip(("inputs", "targets"),
+                                                      gen(key, batch, length))))
+        self._eval = None
+
+    def train_batch(self, step: int):
+        return self._generate(jax.random.fold_in(self._train_key, step))
+
+    def eval_batches(self):
+        if self._eval is None:
+            self._eval = [self._generate(jax.random.fold_in(self._eval_key, i))
+                          for i in range(self.num_eval_batches)]
+        return self._eval
+
+    def init(self, rng):
+        return self.model.init({"params": rng}, self.train_batch(0)["inputs"])["params"]
+
+    def initial_carry(self, batch_size: int):
+        return self.model.initial_carry(batch_size)
+
+    def apply(self, params, inputs, rng, train):
+        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        outputs, _ = self.model.apply({"params": params}, inputs, train=train, rngs=rngs)
+        return outputs
+
+
+class Adding(SyntheticTask):
+    """Adding problem: regression of the sum of the two marked values; metric MSE (baseline
+    `synthetic.ADDING_BASELINE_MSE` ≈ 0.167)."""
+
+    kind, min_length, metric = "adding", 2, "mse"
+
+    def loss(self, params, batch, carry, rng, train):
+        pred = self.apply(params, batch["inputs"], rng, train)[:, 0]
+        se = jnp.square(pred - batch["targets"])
+        stats = {"count": jnp.float32(se.shape[0]), "se": jnp.sum(se)}
+        return jnp.mean(se), (stats, None)
+
+    def metrics(self, stats):
+        mse = stats["se"] / stats["count"]
+        return {"loss": mse, "mse": mse}
+
+
+class CopyMemory(SyntheticTask):
+    """Copy memory: per-step cross-entropy over T + 20 steps (baseline 10·ln 8/(T + 20)); metric
+    accuracy on the 10 recalled symbols (chance 1/8)."""
+
+    kind, metric, metric_mode = "copy", "accuracy", "max"
+    readout, output_size, vocab_size = "all", synthetic.COPY_VOCAB, synthetic.COPY_VOCAB
+
+    def loss(self, params, batch, carry, rng, train):
+        logits = self.apply(params, batch["inputs"], rng, train)
+        xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        recall = slice(-synthetic.COPY_RECALL, None)
+        correct = jnp.argmax(logits[:, recall], -1) == batch["targets"][:, recall]
+        stats = {"count": jnp.float32(xent.size), "xent": jnp.sum(xent),
+                 "recalled": jnp.float32(correct.size), "correct": jnp.sum(correct)}
+        return jnp.mean(xent), (stats, None)
+
+    def metrics(self, stats):
+        return {"loss": stats["xent"] / stats["count"],
+                "accuracy": stats["correct"] / stats["recalled"],
+                "baseline": synthetic.copy_memory_baseline(self.length)}
+
+
+class TemporalOrder(SyntheticTask):
+    """Temporal order: 4-way classification of the order of X/Y; metric accuracy (chance 0.25,
+    cross-entropy baseline ln 4)."""
+
+    kind, min_length, metric, metric_mode = "temporal_order", 20, "accuracy", "max"
+    output_size, vocab_size = synthetic.ORDER_CLASSES, synthetic.ORDER_VOCAB
+
+    def loss(self, params, batch, carry, rng, train):
+        logits = self.apply(params, batch["inputs"], rng, train)
+        xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        correct = jnp.argmax(logits, -1) == batch["targets"]
+        stats = {"count": jnp.float32(xent.size), "xent": jnp.sum(xent),
+                 "correct": jnp.sum(correct)}
+        return jnp.mean(xent), (stats, None)
+
+    def metrics(self, stats):
+        return {"loss": stats["xent"] / stats["count"],
+                "accuracy": stats["correct"] / stats["count"]}
+
+
+register("adding", Adding)
+register("copy", CopyMemory)
+register("temporal_order", TemporalOrder)
+
+__all__ = ["TASKS", "Adding", "CopyMemory", "SyntheticTask", "TemporalOrder", "make_task",
+           "register"]
+
+from rnnlab.train import lm_task  # noqa: E402,F401  (registers the "lm" task)
