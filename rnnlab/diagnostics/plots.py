@@ -35,7 +35,7 @@ def plot_grad_norm_vs_lag(curves: dict, path: str, *, rates: dict | None = None,
     if not curves:
         raise ValueError("plot_grad_norm_vs_lag needs at least one curve")
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for name, curve in curves.items():
+    for i, (name, curve) in enumerate(curves.items()):
         if isinstance(curve, (tuple, list)) and len(curve) == 2:
             lags, norms = (np.asarray(c, float) for c in curve)
         else:
@@ -43,7 +43,7 @@ def plot_grad_norm_vs_lag(curves: dict, path: str, *, rates: dict | None = None,
             lags = np.arange(norms.shape[-1])
         norms = np.where(norms > floor, norms, np.nan)
         label = name if not rates or name not in rates else f"{name} (λ={float(rates[name]):+.3f})"
-        ax.semilogy(lags, norms, label=label)
+        ax.semilogy(lags, norms, label=label, ls=("-", "--", ":")[(i // 10) % 3])  # > 10 lines
     ax.set_xlabel("lag k = T − t (steps)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -1,0 +1,146 @@
+"""experiments.gradient_flow: the :smoke study end to end (JSON, report, plots), the training
+loop's periodic gradient-flow hook, and `experiments.compare` on two study directories."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import shutil
+
+import pytest
+
+from experiments import compare
+from experiments import gradient_flow as study
+from experiments.configs import gradient_flow as study_config
+from rnnlab.train import ConfigError, train_and_evaluate, validate
+from rnnlab.train.metrics import read_metrics
+
+ENTRY_KEYS = {"name", "phase", "cell", "lags", "grad_norm", "rate", "lyapunov", "rel_diff",
+              "grad_norm_at_max_lag"}
+
+
+def smoke_config():
+    config = study_config.get_config("smoke")
+    return config
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("study"))
+    return workdir, study.run_study(smoke_config(), workdir)
+
+
+def test_smoke_study_writes_json_report_and_plots(smoke_study):
+    workdir, result = smoke_study
+    with open(os.path.join(workdir, "gradient_flow.json")) as f:
+        data = json.load(f)  # strict JSON: no NaN
+    entries = data["configurations"]
+    assert {e["phase"] for e in entries} == {"init", "trained"}
+    for e in entries:
+        assert ENTRY_KEYS <= set(e), sorted(ENTRY_KEYS - set(e))
+        assert len(e["lags"]) == len(e["grad_norm"])
+        if e["phase"] == "init" or e["finite"]:
+            assert math.isfinite(e["rate"]) and math.isfinite(e["lyapunov"]), e["name"]
+    sweep = [e for e in entries if e["group"] == "init_sweep"]
+    assert {e["cell"] for e in sweep} == {"rnn_tanh", "rnn_relu", "lstm"}
+    assert any("spectra" in e for e in sweep)
+    assert all("pascanu_holds" in e for e in sweep if e["cell"] != "lstm")
+    runs = {r["name"]: r for r in data["runs"]}
+    assert set(runs) == set(smoke_config().train.runs)
+    assert runs["adding_relu_clip1"]["clip_events"] > 0
+    assert runs["adding_relu_noclip"]["clip_events"] == 0
+    for r in runs.values():
+        assert os.path.exists(os.path.join(r["workdir"], "metrics.jsonl"))
+        assert r["curves"]["gradient_flow"], r["name"]  # the hook ran during training
+    keys = {f["key"] for f in data["findings"]}
+    assert {"tanh_agreement", "tanh_monotone", "relu_crossing", "lstm_forget_bias",
+            "relu_clipping", "trained"} <= keys
+    assert all(f["holds"] in (True, False, None) for f in data["findings"])
+    report = open(os.path.join(workdir, "report.md")).read()
+    assert "## Findings" in report and "| configuration |" in report
+    for key, path in result["plots"].items():
+        assert os.path.getsize(path) > 1000, key
+        assert f"]({os.path.basename(path)})" in report
+    assert {"grad_norm_vs_lag", "spectra", "training_adding", "rate_vs_radius"} <= set(
+        result["plots"])
+
+
+def test_findings_are_decided_by_the_numbers(smoke_study):
+    """Flip a measured number and the verdict flips with it."""
+    _, result = smoke_study
+    config = smoke_config()
+    entries = json.loads(json.dumps(result["configurations"]))
+    runs = json.loads(json.dumps(result["runs"]))
+    lstm = sorted((e for e in entries if e["cell"] == "lstm" and e["group"] == "init_sweep"),
+                  key=lambda e: e["forget_bias"])
+    lstm[0]["rate"], lstm[-1]["rate"] = -1.0, -0.01
+    for e in lstm:
+        e["grad_norm_at_compare_lag"] = 1.0
+    findings, _ = study.compute_findings(config, entries, runs)
+    assert {f["key"]: f["holds"] for f in findings}["lstm_forget_bias"] is True
+    lstm[-1]["rate"] = -2.0
+    findings, _ = study.compute_findings(config, entries, runs)
+    assert {f["key"]: f["holds"] for f in findings}["lstm_forget_bias"] is False
+    for r in runs:
+        if r["cell"] == "rnn_relu":
+            r["beats_baseline"] = r["clip"] != "none"
+    init = next(e for e in entries if e.get("run") == "adding_relu_noclip"
+                and e["phase"] == "init")
+    for rate, expected in ((0.3, True), (-0.3, False)):  # exploding at init, or not
+        init["rate"] = rate
+        findings, _ = study.compute_findings(config, entries, runs)
+        assert {f["key"]: f["holds"] for f in findings}["relu_clipping"] is expected
+
+
+def test_cli_rejects_a_bad_config():
+    config = smoke_config()
+    config.sweep.cells = ("rnn_tanh", "transformer")
+    with pytest.raises(ValueError, match="transformer"):
+        study.check_config(config)
+    with pytest.raises(ValueError, match="variant"):
+        study_config.get_config("huge")
+
+
+def test_training_hook_writes_gradient_flow_records(tmp_path):
+    config = importlib.import_module("experiments.configs.copy").get_config("smoke")
+    config.checkpoint.async_save = False  # copy: token inputs, one-hot before the cell
+    config.model.cell = "rnn_tanh"
+    config.diagnostics.every = 2
+    config.diagnostics.lags = (1, 5, 10, 1000)
+    train_and_evaluate(config, str(tmp_path))
+    records = [r for r in read_metrics(str(tmp_path)) if r["split"] == "gradient_flow"]
+    assert [r["step"] for r in records] == [0, 2, 4, 6]
+    for r in records:
+        assert math.isfinite(r["rate"]) and math.isfinite(r["lyapunov"])
+        assert {"grad_norm@1", "grad_norm@10", "pascanu_holds"} <= set(r)
+        assert "grad_norm@1000" not in r  # beyond the sequence
+    train = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
+    assert train and all("rate" not in r for r in train)
+
+
+def test_training_hook_config_is_validated():
+    config = importlib.import_module("experiments.configs.adding").get_config("smoke")
+    config.diagnostics.every = -1
+    with pytest.raises(ConfigError, match="diagnostics.every"):
+        validate(config)
+    config.diagnostics.every = 1
+    config.diagnostics.lags = (1, -3)
+    with pytest.raises(ConfigError, match="diagnostics.lags"):
+        validate(config)
+
+
+def test_compare_reads_two_study_dirs(smoke_study, tmp_path):
+    workdir, _ = smoke_study
+    a, b = str(tmp_path / "study_a"), str(tmp_path / "study_b")
+    for d in (a, b):
+        os.makedirs(d)
+        shutil.copy(os.path.join(workdir, "gradient_flow.json"), d)
+    run = os.path.join(workdir, "runs", "adding_relu_clip1")
+    written = compare.compare([a, b, run], str(tmp_path / "out"))
+    names = {os.path.basename(p) for p in written}
+    assert {"gradient_flow.md", "gradient_flow.csv", "grad_norm_vs_lag.png", "runs.md",
+            "runs.csv", "loss.png"} <= names
+    table = open(tmp_path / "out" / "gradient_flow.md").read()
+    assert "study_a" in table and "study_b" in table and "tanh gauss r=0.5" in table
