@@ -29,7 +29,7 @@ fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
 case "$mode" in
-  main) exec python -m experiments.demo "$@" ;;
+  main) exec python -m experiments.gradient_flow --workdir="${RNNLAB_WORKDIR:-runs/gradient_flow}" "$@" ;;
   test) exec python -m pytest -q "$@" ;;
   python) exec python "$@" ;;
   *) echo "usage: bash launch/local.sh [main|test|python] [ARGS...]" >&2; exit 2 ;;
