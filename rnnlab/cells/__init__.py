@@ -15,6 +15,7 @@ from rnnlab.cells.esn import ESN, ridge_readout
 from rnnlab.cells.gru import GRU
 from rnnlab.cells.jordan import Jordan
 from rnnlab.cells.lstm import LSTM, LSTMCarry
+from rnnlab.cells.parallel import LRU, MinGRU, MinLSTM
 from rnnlab.cells.stack import Stack
 
 # name -> (class, preset keyword arguments)
@@ -28,6 +29,9 @@ REGISTRY = {
     "lstm": (LSTM, {}),
     "gru": (GRU, {"variant": "cudnn"}),
     "gru_cho": (GRU, {"variant": "cho"}),
+    "mingru": (MinGRU, {}),
+    "minlstm": (MinLSTM, {}),
+    "lru": (LRU, {}),
 }
 
 
@@ -56,6 +60,7 @@ def make(name: str, hidden_size: int, **kwargs) -> Cell:
 
 
 __all__ = [
-    "Cell", "Elman", "ESN", "GRU", "Jordan", "LSTM", "LSTMCarry", "Stack", "RECURRENT_INITS",
+    "Cell", "Elman", "ESN", "GRU", "Jordan", "LRU", "LSTM", "LSTMCarry", "MinGRU", "MinLSTM",
+    "Stack", "RECURRENT_INITS",
     "make", "names", "recurrent_matrix", "register", "ridge_readout", "spectral_radius",
 ]
