@@ -55,8 +55,9 @@ class LSTM(Cell):
         check_choice("recurrent_init", self.recurrent_init, ("default", "orthogonal"))
 
     def initial_carry(self, batch_shape=(), dtype=jnp.float32):
-        z = jnp.zeros((*tuple(batch_shape), self.hidden_size), dtype)
-        return LSTMCarry(z, z)
+        shape = (*tuple(batch_shape), self.hidden_size)
+        # two buffers, not one array twice: a jitted step that donates its carry needs distinct ones
+        return LSTMCarry(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
     def init(self, rng, input_size):
         h = self.hidden_size

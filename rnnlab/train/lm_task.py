@@ -298,9 +298,7 @@ class LMTask:
         return self.model.init({"params": rng}, tokens, train=False)["params"]
 
     def initial_carry(self, batch_size: int):
-        # one buffer per leaf: an LSTM's zero carry holds the same array as h and c, which the
-        # train step's buffer donation rejects ("donate the same buffer twice")
-        return jax.tree_util.tree_map(jnp.copy, self.model.initial_carry(batch_size))
+        return self.model.initial_carry(batch_size)
 
     def loss(self, params, batch, carry, rng, train):
         inputs, mask = batch["inputs"], batch["mask"]

@@ -1,0 +1,108 @@
+"""AWD-LSTM (Merity, Keskar & Socher 2017, "Regularizing and optimizing LSTM language models"):
+3-layer LSTM with DropConnect on the recurrent weights, locked dropouts, tied weights, AR/TAR and
+random BPTT lengths; variants ptb (default) and wt2.
+
+    python -m experiments.train --config=experiments/configs/awd_lstm.py:ptb --workdir=runs/awd_ptb
+    python -m experiments.train --config=experiments/configs/awd_lstm.py:wt2 --workdir=runs/awd_wt2
+    # offline: put the corpus files in DIR/manual (ptb.{train,valid,test}.txt, or
+    #   wikitext-2-v1.zip / wiki.{train,valid,test}.tokens) and add
+    #   --config.task.download_dir=DIR --config.task.download=False   (or RNNLAB_DATA_DIR=DIR)
+    # a seconds-long smoke run on a built-in toy corpus: awd_lstm.py:smoke
+
+Published test perplexity: PTB 57.3 (valid 60.0) and WikiText-2 65.8 (valid 68.6), both after
+NT-ASGD and a fine-tuning run; without fine-tuning 58.8 (PTB) and 66.0 (WT2); without NT-ASGD
+(plain SGD, the ablation in their Table 3) 63.7 on PTB. metrics.jsonl: `perplexity` on "eval"
+(validation, every 5 epochs) and "test" (once, at the end).
+
+Setting: embedding 400, LSTM layers 1150, 1150, 400 (the last as wide as the embedding, for
+tying), forget-gate bias 0 (PyTorch's LSTM); dropouts: output 0.4, between layers 0.25 (WT2 0.2),
+inputs 0.4 (WT2 0.65), embedding (whole words) 0.1, all locked (one mask per window), weight drop
+0.5 on every recurrent matrix; AR alpha 2, TAR beta 1; SGD lr 30, global-norm clipping 0.25,
+weight decay 1.2e-6; BPTT length max(5, N(70 or 35 w.p. 0.05, 5)); batch 20 (PTB) / 80 (WT2),
+validation batch 10, test batch 1; 500 (PTB) / 750 (WT2) epochs.
+
+Not reproduced here (so expect the plain-SGD figure, about 63.7 on PTB, rather than 57.3):
+  - NT-ASGD: the engine has no iterate averaging yet (AWD switches SGD to averaged SGD once the
+    validation loss stops improving for 5 evaluations and evaluates the averaged weights);
+  - the learning rate scaled by window length / 70 (AWD scales lr after clipping; the engine's
+    optimiser has no per-step hook for that);
+  - the fine-tuning run and the neural cache.
+"""
+
+from rnnlab.train.lm_task import epoch_steps, lm_config
+
+# variant: (corpus, train tokens, batch, dropout_hidden, dropout_input, epochs)
+VARIANTS = {
+    "ptb": ("ptb", 929_589, 20, 0.25, 0.4, 500),
+    "wt2": ("wikitext2", 2_088_628, 80, 0.2, 0.65, 750),
+}
+
+
+def get_config(variant: str = "ptb"):
+    if variant not in (*VARIANTS, "smoke"):
+        raise ValueError(f"unknown variant {variant!r} of awd_lstm.py; valid: "
+                         f"{sorted(VARIANTS) + ['smoke']}")
+    corpus, tokens, batch, dropout_hidden, dropout_input, epochs = VARIANTS.get(
+        variant, VARIANTS["ptb"])
+    per_epoch = epoch_steps(tokens, batch, 70, random_length=True)  # epoch 0: 687 PTB, 386 WT2
+
+    c = lm_config()
+    c.task.corpus = corpus  # TFDS builders rnnlab_ptb/word, rnnlab_wikitext/wikitext2
+    c.task.batch_size = batch  # rows of the train stream
+    c.task.bptt = 70  # mean window length
+    c.task.random_length = True  # AWD: max(5, N(70, 5)), N(35, 5) with probability 0.05
+    c.task.bptt_std = 5.0
+    c.task.eval_batch_size = 10
+    c.task.test_batch_size = 1
+    c.task.eval_bptt = 70
+    c.task.ar_alpha = 2.0  # AR on the dropped last-layer output
+    c.task.tar_beta = 1.0  # TAR on the undropped last-layer output
+
+    c.model.cell = "lstm"
+    c.model.cell_kwargs = "forget_bias=0.0"  # PyTorch-style LSTM: weights U(±1/sqrt(hidden))
+    c.model.hidden = 1150  # layers 1 and 2
+    c.model.num_layers = 3
+    c.model.last_hidden = 400  # layer 3 = embedding width, so the readout can be tied
+    c.model.embed_dim = 400
+    c.model.tie_weights = True
+    c.model.embed_init_scale = 0.1  # embedding ~ U(±0.1), readout bias 0
+    c.model.dropout = 0.0  # unused: each dropout is set below
+    c.model.dropout_output = 0.4
+    c.model.dropout_hidden = dropout_hidden
+    c.model.dropout_input = dropout_input
+    c.model.dropout_embedding = 0.1
+    c.model.variational = True  # locked dropout: one mask per window
+    c.model.weight_drop = 0.5  # DropConnect on the recurrent matrices
+
+    c.optim.name = "sgd"
+    c.optim.lr = 30.0
+    c.optim.clip = "global_norm"
+    c.optim.clip_value = 0.25
+    c.optim.weight_decay = 1.2e-6  # L2 term added to the gradient (after clipping, as PyTorch)
+    c.optim.schedule = "constant"
+
+    c.train.steps = epochs * per_epoch
+    c.train.log_every = 200
+    c.train.eval_every = 5 * per_epoch
+
+    c.checkpoint.every_steps = 5 * per_epoch
+    c.checkpoint.every_secs = 1800.0
+
+    if variant == "smoke":  # seconds: tiny model on the built-in toy corpus
+        c.task.corpus = "generated"
+        c.task.batch_size = 4
+        c.task.bptt = 8
+        c.task.bptt_std = 2.0
+        c.task.eval_batch_size = 4
+        c.task.test_batch_size = 4  # = eval_batch_size: one compiled eval step
+        c.task.eval_bptt = 8
+        c.model.hidden = 12
+        c.model.num_layers = 2
+        c.model.last_hidden = 8
+        c.model.embed_dim = 8
+        c.optim.lr = 1.0
+        c.train.steps = 6
+        c.train.log_every = 2
+        c.train.eval_every = 3
+        c.checkpoint.every_steps = 3
+    return c

@@ -1,0 +1,200 @@
+"""rnnlab.train.lm_task: smoke runs of the LM configs, the step -> window mapping (random AWD
+lengths included), the carry across windows and its reset per epoch, exact resume at the right
+data position, plain-file corpora and the offline error for a missing corpus."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlab.data.text import CorpusNotFoundError
+from rnnlab.data.vocab import VOCAB_FILE, Vocab
+from rnnlab.train import ConfigError, make_task, train_and_evaluate, validate
+from rnnlab.train.lm_task import LMTask, generated_corpus
+from rnnlab.train.metrics import read_metrics
+
+
+def smoke_config(name, variant="smoke", **overrides):
+    config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
+    config.checkpoint.async_save = False
+    for key, value in overrides.items():
+        node = config
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+@pytest.mark.parametrize("name, variants", [
+    ("ptb_zaremba", ("small", "medium", "large")), ("awd_lstm", ("ptb", "wt2")),
+    ("char_shakespeare", ("",))])
+def test_configs_validate(name, variants):
+    for variant in variants:
+        config = smoke_config(name, variant)
+        validate(config)
+    with pytest.raises(ValueError, match="unknown variant"):
+        smoke_config(name, "nope")
+
+
+def test_published_settings():
+    small, large = smoke_config("ptb_zaremba", "small"), smoke_config("ptb_zaremba", "large")
+    assert small.train.steps == 13 * 2324 and small.task.bptt == 20
+    assert small.model.cell_kwargs == "init_scale=0.1,forget_bias=0.0"
+    assert small.task.loss_reduction == "sum_time"  # the gradient scale lr 1 was tuned for
+    assert large.model.hidden == 1500 and large.optim.clip_value == 10.0
+    assert large.optim.decay_after_epochs == 14 and large.optim.decay_factor == 1 / 1.15
+    awd = smoke_config("awd_lstm", "ptb")
+    assert (awd.model.hidden, awd.model.last_hidden, awd.model.embed_dim) == (1150, 400, 400)
+    assert awd.model.tie_weights and awd.task.random_length and awd.optim.lr == 30.0
+
+
+def test_awd_smoke_trains_with_perplexity_and_test_split(tmp_path):
+    config = smoke_config("awd_lstm")
+    result = train_and_evaluate(config, str(tmp_path))
+    assert int(result.state.step) == config.train.steps
+    records = read_metrics(str(tmp_path))
+    evals = [r for r in records if r["split"] == "eval"]
+    tests = [r for r in records if r["split"] == "test"]
+    assert [r["step"] for r in evals] == [3, 6] and [r["step"] for r in tests] == [6]
+    for r in evals + tests:
+        assert np.isclose(r["perplexity"], np.exp(r["loss"]), rtol=1e-5)
+    assert Vocab.load(os.path.join(tmp_path, VOCAB_FILE)).level == "word"
+
+
+def test_zaremba_smoke_resumes_at_the_right_data_position(tmp_path):
+    """A run restarted from its step-3 checkpoint ends bitwise equal to the uninterrupted run
+    (same windows, same carried state), and metrics.jsonl reads as one run."""
+    config = smoke_config("ptb_zaremba")
+    ref = train_and_evaluate(config, str(tmp_path / "ref"))
+    records = read_metrics(str(tmp_path / "ref"))
+    assert {r["split"] for r in records} == {"train", "eval", "test"}
+    assert all(np.isfinite(r["perplexity"]) for r in records)
+
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "ref", run)
+    shutil.rmtree(run / "checkpoints" / "6")  # as if killed after the step-3 checkpoint
+    resumed = train_and_evaluate(config, str(run))
+    for a, b in zip(leaves((ref.state.params, ref.state.carry, ref.state.opt_state)),
+                    leaves((resumed.state.params, resumed.state.carry, resumed.state.opt_state))):
+        np.testing.assert_array_equal(a, b)
+    steps = [(r["step"], r["split"]) for r in read_metrics(str(run))]
+    assert steps == [(r["step"], r["split"]) for r in records]
+
+
+@pytest.mark.parametrize("random_length", [False, True])
+def test_train_batches_tile_each_epoch_once(random_length):
+    config = smoke_config("awd_lstm", **{"task.random_length": random_length,
+                                         "task.batch_size": 3, "task.bptt": 40})
+    task = make_task(config)
+    stream = task.train_stream
+    step = 0
+    for epoch in range(3):
+        targets = []
+        for i, pos in enumerate(stream.positions(epoch)):
+            b = task.train_batch(step)
+            w = stream.window(pos)
+            assert task.locate(step) == (epoch, pos)
+            np.testing.assert_array_equal(b["inputs"], w.inputs)
+            assert bool(b["reset"]) == (i == 0)
+            targets.append(b["targets"][:, : w.length])
+            assert b["mask"][:, : w.length].all() and not b["mask"][:, w.length:].any()
+            step += 1
+        np.testing.assert_array_equal(np.concatenate(targets, 1), stream._targets)
+    if random_length:  # epochs differ, and a fresh task maps a late step to the same window
+        assert stream.positions(0) != stream.positions(1)
+        np.testing.assert_array_equal(make_task(config).train_batch(step - 1)["inputs"],
+                                      task.train_batch(step - 1)["inputs"])
+
+
+def test_eval_batches_cover_every_token_once():
+    task = make_task(smoke_config("ptb_zaremba"))
+    n = sum(int(b["mask"].sum()) for b in task.eval_batches())
+    assert n == task.num_tokens["validation"] - 1
+    assert sum(int(b["mask"].sum()) for b in task.test_batches()) == task.num_tokens["test"] - 1
+
+
+@pytest.mark.slow  # ~10 s; the resume test above also checks the carried state bitwise
+def test_carry_crosses_windows_and_resets_each_epoch(tmp_path):
+    """With a learning rate too small to move the parameters, the carry after `steps` steps is
+    one unroll over the windows since the last epoch start."""
+    config = smoke_config("ptb_zaremba", **{"task.bptt": 200, "task.batch_size": 3,
+                                            "optim.lr": 1e-30, "optim.clip": "none",
+                                            "checkpoint.every_steps": 0})
+    task = make_task(config)
+    spe = task.steps_per_epoch
+    assert 3 <= spe <= 20
+    config.train.steps = spe + 2
+    config.train.eval_every = config.train.steps
+    result = train_and_evaluate(config, str(tmp_path), task=task)
+    windows = [task.train_stream.window(p) for p in task.train_stream.positions(1)[:2]]
+    tokens = jnp.concatenate([w.inputs for w in windows], 1)
+    expected = task.model.apply({"params": result.state.params}, tokens, train=False).carry
+    for got, want in zip(leaves(result.state.carry), leaves(expected)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum_time"])
+def test_loss_reduction(reduction):
+    """sum_time (Zaremba et al.'s scale) = summed NLL / rows; mean = NLL per token."""
+    task = make_task(smoke_config("ptb_zaremba", **{"task.loss_reduction": reduction}))
+    params = task.init(jax.random.PRNGKey(0))
+    batch = task.train_batch(0)
+    loss, (stats, _) = task.loss(params, batch, None, None, False)
+    rows, tokens = batch["inputs"].shape[0], batch["mask"].sum()
+    assert float(stats["count"]) == tokens
+    want = stats["nll"] / (rows if reduction == "sum_time" else tokens)
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    np.testing.assert_allclose(task.metrics(stats)["loss"], stats["nll"] / tokens, rtol=1e-6)
+
+
+def test_plain_files_corpus(tmp_path):
+    corpus = generated_corpus(200, seed=1)
+    files = {}
+    for split, key in (("train", "train"), ("validation", "valid"), ("test", "test")):
+        path = tmp_path / f"{key}.txt"
+        path.write_text(corpus.split(split))
+        files[f"task.files.{key}"] = str(path)
+    task = make_task(smoke_config("ptb_zaremba", **{"task.corpus": "files", **files}))
+    assert task.metric == "perplexity" and task.num_tokens["train"] > 500
+    with pytest.raises(ConfigError, match="task.files"):
+        make_task(smoke_config("ptb_zaremba", **{"task.corpus": "files"}))
+
+
+def test_char_level_reports_bpc():
+    task = make_task(smoke_config("char_shakespeare"))
+    assert task.metric == "bpc" and task.vocab.level == "char"
+    m = task.metrics({"nll": np.float32(2.0 * np.log(2.0)), "count": np.float32(2.0)})
+    assert np.isclose(float(m["bpc"]), 1.0)
+
+
+def test_resumed_run_with_another_vocabulary_is_an_error(tmp_path):
+    task = make_task(smoke_config("ptb_zaremba"))
+    Vocab.build("a b c\n", "word").save(str(tmp_path / VOCAB_FILE))
+    with pytest.raises(ValueError, match="differs"):
+        task.prepare(str(tmp_path))
+
+
+def test_missing_corpus_offline_names_the_files(tmp_path):
+    config = smoke_config("ptb_zaremba", **{"task.corpus": "ptb", "task.download": False,
+                                            "task.download_dir": str(tmp_path / "dl"),
+                                            "task.data_dir": str(tmp_path / "tfds")})
+    with pytest.raises(CorpusNotFoundError, match="ptb.train.txt"):
+        LMTask(config)
+
+
+def test_bad_lm_config_is_a_config_error():
+    with pytest.raises(ConfigError, match="task.corpus"):
+        validate(smoke_config("ptb_zaremba", **{"task.corpus": "ptbx"}))
+    with pytest.raises(ConfigError, match="model.dropout_hidden"):
+        validate(smoke_config("awd_lstm", **{"model.dropout_hidden": 1.5}))
