@@ -119,6 +119,7 @@ def test_gradients_match_loop(name, masked):
         np.testing.assert_allclose(a, b, **GRAD_TOL)
 
 
+@pytest.mark.slow  # ~17 s each: compiling the T = 1024 associative scan and its gradient
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence_stable(name):
     """T = 1024: finite values and gradients, and agreement with the step-by-step scan."""
