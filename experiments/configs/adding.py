@@ -17,7 +17,7 @@ Measured here (shared, heavily loaded 2-core CPU, T = 100, default config otherw
   (baseline on the eval batches: 0.176). IRNN and T = 200 not measured yet.
 """
 
-from rnnlab.train.config import base_config
+from rnnlab.train.config import base_config, synthetic_smoke
 
 
 def get_config(variant: str = ""):
@@ -44,14 +44,7 @@ def get_config(variant: str = ""):
     c.checkpoint.every_secs = 600.0
 
     if variant == "smoke":  # seconds on a laptop: tiny model, short sequences
-        c.task.length = 10
-        c.task.batch_size = 8
-        c.task.eval_batches = 2
-        c.model.hidden = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        synthetic_smoke(c, length=10)
     elif variant:
         raise ValueError(f"unknown variant {variant!r} of adding.py; valid: '' or 'smoke'")
     return c

@@ -15,7 +15,7 @@ Measured here (shared, heavily loaded 2-core CPU, default config, T = 100; basel
   5000 steps: longer training is needed for a clear break.
 """
 
-from rnnlab.train.config import base_config
+from rnnlab.train.config import base_config, synthetic_smoke
 
 
 def get_config(variant: str = ""):
@@ -43,14 +43,7 @@ def get_config(variant: str = ""):
     c.checkpoint.every_secs = 600.0
 
     if variant == "smoke":  # seconds: tiny model, short delay
-        c.task.length = 5
-        c.task.batch_size = 8
-        c.task.eval_batches = 2
-        c.model.hidden = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        synthetic_smoke(c, length=5)
     elif variant:
         raise ValueError(f"unknown variant {variant!r} of copy.py; valid: '' or 'smoke'")
     return c

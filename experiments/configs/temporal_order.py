@@ -8,7 +8,7 @@ Four classes (order of the X/Y symbols at t1 ∈ [0.1T, 0.2T), t2 ∈ [0.5T, 0.6
 accuracy 0.25. Expected: LSTM solves it (validation accuracy near 1); not yet measured here.
 """
 
-from rnnlab.train.config import base_config
+from rnnlab.train.config import base_config, synthetic_smoke
 
 
 def get_config(variant: str = ""):
@@ -29,14 +29,7 @@ def get_config(variant: str = ""):
     c.train.eval_every = 500
 
     if variant == "smoke":
-        c.task.length = 20
-        c.task.batch_size = 8
-        c.task.eval_batches = 2
-        c.model.hidden = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        synthetic_smoke(c, length=20)
     elif variant:
         raise ValueError(f"unknown variant {variant!r} of temporal_order.py; valid: '' or 'smoke'")
     return c

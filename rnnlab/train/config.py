@@ -87,6 +87,20 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def synthetic_smoke(c: ml_collections.ConfigDict, length: int) -> ml_collections.ConfigDict:
+    """The `:smoke` variant shared by the synthetic-task configs: a tiny model on short
+    sequences for 6 steps, logging, evaluating and checkpointing every few steps (seconds)."""
+    c.task.length = length
+    c.task.batch_size = 8
+    c.task.eval_batches = 2
+    c.model.hidden = 8
+    c.train.steps = 6
+    c.train.log_every = 2
+    c.train.eval_every = 3
+    c.checkpoint.every_steps = 3
+    return c
+
+
 def parse_cell_kwargs(spec: str) -> dict:
     """'forget_bias=1.0,peepholes=True' -> {'forget_bias': 1.0, 'peepholes': True}."""
     out = {}
