@@ -4,7 +4,6 @@ data position, plain-file corpora and the offline error for a missing corpus."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 
@@ -18,22 +17,7 @@ from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.train import ConfigError, make_task, train_and_evaluate, validate
 from rnnlab.train.lm_task import LMTask, generated_corpus
 from rnnlab.train.metrics import read_metrics
-
-
-def smoke_config(name, variant="smoke", **overrides):
-    config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
-    config.checkpoint.async_save = False
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
-
-
-def leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+from _config_helpers import leaves, smoke_config
 
 
 @pytest.mark.parametrize("name, variants", [

@@ -3,7 +3,6 @@ config errors, clipping, non-finite handling and the carried-state (truncated BP
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -21,25 +20,10 @@ from rnnlab.train import ConfigError, NonFiniteError, make_task, train_and_evalu
 from rnnlab.train.checkpoint import Checkpointer
 from rnnlab.train.metrics import read_metrics
 from rnnlab.train.config import make_cells
+from _config_helpers import leaves, smoke_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ("adding", "copy", "temporal_order")
-
-
-def smoke_config(name="adding", **overrides):
-    config = importlib.import_module(f"experiments.configs.{name}").get_config("smoke")
-    config.checkpoint.async_save = False
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
-
-
-def leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
 def assert_bitwise_equal(a, b):
