@@ -95,7 +95,7 @@ def load_run(workdir: str, which: str = "latest"):
     import jax
     import orbax.checkpoint as ocp
 
-    from rnnlab.train.lm_task import make_model
+    from rnnlab.tasks.lm import make_model
 
     # read-only: never touch the run's files (training may still be writing checkpoints)
     manager = ocp.CheckpointManager(

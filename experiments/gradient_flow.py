@@ -229,7 +229,8 @@ def train_runs(config, workdir: str, say) -> tuple[list[dict], list[dict]]:
     """Trains every `config.train.runs` entry; returns (run summaries, init/trained entries)."""
     from rnnlab import diagnostics as D
     from rnnlab.data import synthetic
-    from rnnlab.train import NonFiniteError, make_task, train_and_evaluate
+    from rnnlab.tasks import make_task
+    from rnnlab.train import NonFiniteError, train_and_evaluate
     from rnnlab.train.loop import recurrent_probe
     from rnnlab.train.metrics import read_metrics
     from rnnlab.train.optim import make_optimizer

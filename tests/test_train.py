@@ -16,7 +16,8 @@ import optax
 import pytest
 
 from rnnlab.models.sequence import SequenceModel
-from rnnlab.train import ConfigError, NonFiniteError, make_task, train_and_evaluate
+from rnnlab.tasks import make_task
+from rnnlab.train import ConfigError, NonFiniteError, train_and_evaluate
 from rnnlab.train.checkpoint import Checkpointer
 from rnnlab.train.metrics import read_metrics
 from rnnlab.train.config import make_cells

@@ -22,7 +22,7 @@ from rnnlab.train.config import base_config, synthetic_smoke
 
 def get_config(variant: str = ""):
     c = base_config()
-    c.task.name = "adding"  # rnnlab.train.tasks: inputs [B, T, 2], target = sum of marked values
+    c.task.name = "adding"  # rnnlab.tasks: inputs [B, T, 2], target = sum of marked values
     c.task.length = 100  # T, the sequence length (the span the model must bridge)
     c.task.batch_size = 50  # sequences per train step
     c.task.eval_batches = 10  # fixed validation batches (of batch_size) drawn from a held-out key

@@ -29,7 +29,7 @@ Not reproduced here (so expect the plain-SGD figure, about 63.7 on PTB, rather t
   - the fine-tuning run and the neural cache.
 """
 
-from rnnlab.train.lm_task import epoch_steps, lm_config
+from rnnlab.tasks.lm import epoch_steps, lm_config
 
 # variant: (corpus, train tokens, batch, dropout_hidden, dropout_input, epochs)
 VARIANTS = {

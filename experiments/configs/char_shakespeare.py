@@ -19,7 +19,7 @@ config's expected result.
 TFDS splits the text 90/5/5 by characters: train 1,003,854, validation 55,770, test 55,770.
 """
 
-from rnnlab.train.lm_task import epoch_steps, lm_config
+from rnnlab.tasks.lm import epoch_steps, lm_config
 
 TRAIN_CHARS = 1_003_854  # TFDS tiny_shakespeare train split
 

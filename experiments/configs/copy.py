@@ -20,7 +20,7 @@ from rnnlab.train.config import base_config, synthetic_smoke
 
 def get_config(variant: str = ""):
     c = base_config()
-    c.task.name = "copy"  # rnnlab.train.tasks: tokens [B, T + 20] -> labels [B, T + 20]
+    c.task.name = "copy"  # rnnlab.tasks: tokens [B, T + 20] -> labels [B, T + 20]
     c.task.length = 100  # T, the delay between seeing the symbols and recalling them
     c.task.batch_size = 64  # sequences per train step
     c.task.eval_batches = 8  # fixed validation batches drawn from a held-out key

@@ -35,7 +35,7 @@ def _run(task, cell, cell_kwargs="", optim="adam", lr=1e-3, clip="global_norm",
          clip_value=1.0):
     """One training run of the study, trained by rnnlab.train.train_and_evaluate."""
     r = ml_collections.ConfigDict()
-    r.task = task  # adding | copy (rnnlab.train.tasks)
+    r.task = task  # adding | copy (rnnlab.tasks)
     r.cell = cell  # a name in rnnlab.cells.names()
     r.cell_kwargs = cell_kwargs  # e.g. "recurrent_init=spectral,spectral_radius=1.5"
     r.optim = optim  # sgd | adam | adamw | rmsprop

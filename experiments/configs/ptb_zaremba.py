@@ -31,7 +31,7 @@ tutorial's medium/large use 0.8 instead of 1/1.2 and 1/1.15).
 | large   | 1500   | 35   | 0.65    | 0.04  | 10   | 14 | 1/1.15 | 55     |
 """
 
-from rnnlab.train.lm_task import epoch_steps, lm_config
+from rnnlab.tasks.lm import epoch_steps, lm_config
 
 PTB_TRAIN_TOKENS = 929_589  # words + one <eos> per line in ptb.train.txt (Mikolov split)
 

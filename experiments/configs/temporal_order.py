@@ -13,7 +13,7 @@ from rnnlab.train.config import base_config, synthetic_smoke
 
 def get_config(variant: str = ""):
     c = base_config()
-    c.task.name = "temporal_order"  # rnnlab.train.tasks: tokens [B, T] -> class in 0..3
+    c.task.name = "temporal_order"  # rnnlab.tasks: tokens [B, T] -> class in 0..3
     c.task.length = 100  # T, the sequence length
     c.task.batch_size = 32  # sequences per train step
     c.task.eval_batches = 8  # fixed validation batches drawn from a held-out key

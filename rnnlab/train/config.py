@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # initialisation, dropout and data all derive from this seed
 
     c.task = ml_collections.ConfigDict()  # filled by the experiment config (name = a task in
-    c.task.name = ""  # rnnlab.train.tasks.TASKS)
+    c.task.name = ""  # rnnlab.tasks.TASKS)
 
     c.model = ml_collections.ConfigDict()
     c.model.cell = "lstm"  # any name in rnnlab.cells.names()
@@ -137,8 +137,8 @@ def _positive(field: str, value, allow_zero: bool = False) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first invalid field (the task section is checked by the task's
-    own `validate`, registered in `rnnlab.train.tasks`)."""
-    from rnnlab.train import tasks  # imported here: tasks imports this module
+    own `validate`, registered in `rnnlab.tasks`)."""
+    import rnnlab.tasks as tasks  # imported here: tasks imports this module
 
     for section in ("task", "model", "optim", "train", "diagnostics", "checkpoint"):
         if section not in config:

@@ -47,7 +47,7 @@ from rnnlab.train.config import validate
 from rnnlab.train.optim import make_optimizer
 from rnnlab.train.state import TrainState, create_state
 from rnnlab.train.steps import make_step_fns
-from rnnlab.train.tasks import make_task
+import rnnlab.tasks as tasks_lib  # a module import: rnnlab.tasks imports rnnlab.train.config
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     validate(config)
     say = progress or (lambda line: None)
     os.makedirs(workdir, exist_ok=True)
-    task = task if task is not None else make_task(config)
+    task = task if task is not None else tasks_lib.make_task(config)
     if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
         task.prepare(workdir)
     tc, total = config.train, config.train.steps

@@ -45,7 +45,7 @@ from rnnlab.data.lm import LMStream
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.models import lm as lm_model
 from rnnlab.train.config import ConfigError, base_config, parse_cell_kwargs
-from rnnlab.train.tasks import register
+from rnnlab.tasks import register
 
 CORPORA = tuple(text_lib.names()) + ("generated",)  # "files" is in text_lib.names()
 DATA_DIR_ENV = "RNNLAB_DATA_DIR"  # default TFDS download_dir when task.download_dir is ""
@@ -182,7 +182,7 @@ class LMTask:
             missing = sorted(set(ref.keys()) - set(config[section].keys()))
             if missing:
                 raise ConfigError(f"config.{section} has no field(s) {missing} (task 'lm'); "
-                                  "start from rnnlab.train.lm_task.lm_config()")
+                                  "start from rnnlab.tasks.lm.lm_config()")
         if t.corpus not in CORPORA:
             raise ConfigError(f"config.task.corpus={t.corpus!r} is not valid; valid choices: "
                               f"{sorted(CORPORA)}")

@@ -1,37 +1,6 @@
-"""The Task interface: everything task-specific the training engine needs, and nothing else.
-
-The loop, the steps and the checkpoints only talk to a task through these members:
-
-    metric: str             # the task metric's key in `metrics(...)`, e.g. "mse", "accuracy", "bpc"
-    metric_mode: str        # "min" or "max": which way is better (best checkpoint)
-    carries_state: bool     # stream task: the hidden state is carried across consecutive train
-                            # batches (truncated BPTT), reset every `steps_per_epoch` steps
-    steps_per_epoch: int    # train batches per epoch (step-decay schedules, carry reset)
-    batch_size: int         # train batch size (shape of the carried state)
-
-    init(rng) -> params                               # the model's parameter pytree
-    initial_carry(batch_size) -> carry                # zeros; used when carries_state
-    loss(params, batch, carry, rng, train) -> (loss, (stats, new_carry))
-        # pure and jittable. loss: scalar mean to differentiate; stats: dict of scalar sums over
-        # the batch (adding them over batches must give the sums over the union); carry is None
-        # for per-sequence tasks; rng is None when train is False (no dropout).
-    metrics(stats) -> dict                            # sums -> reported metrics, "loss" included;
-                                                      # works on jax and numpy values
-    train_batch(step) -> batch                        # deterministic in step: the step counter is
-                                                      # the data position, so resume is exact
-    eval_batches() -> iterable of batches             # the whole validation set, once; for stream
-                                                      # tasks in stream order (carry crosses them)
-    # optional members:
-    prepare(workdir) -> None                          # called once by train_and_evaluate before
-                                                      # the state is built: read/write run files
-                                                      # (the LM task's vocabulary)
-    test_batches() -> iterable of batches             # the test set, evaluated once when training
-                                                      # completes (metrics.jsonl split "test")
-
-A task family is registered by name with `register(name, factory)`; `factory(config)` builds the
-task and `factory.validate(config)` checks `config.task` (raising `ConfigError`). The synthetic
-long-range tasks below are the reference implementation; the language-model task plugs in the
-same way (`carries_state=True`, a token stream cut into BPTT windows by `train_batch(step)`).
+"""The long-range synthetic tasks (adding, copy memory, temporal order), generated on the fly
+from `rnnlab.data.synthetic`: the reference implementation of the Task interface
+(`rnnlab.tasks`).
 """
 
 from __future__ import annotations
@@ -42,23 +11,8 @@ import optax
 
 from rnnlab.data import synthetic
 from rnnlab.models.sequence import SequenceModel
+from rnnlab.tasks import register
 from rnnlab.train.config import ConfigError, make_cells
-
-TASKS: dict = {}
-
-
-def register(name: str, factory) -> None:
-    """Adds a task family: `factory(config) -> task`, `factory.validate(config)`."""
-    TASKS[name] = factory
-
-
-def make_task(config):
-    """Builds the task `config.task.name` (config must already be validated)."""
-    if config.task.name not in TASKS:
-        raise ConfigError(f"config.task.name={config.task.name!r} is not valid; valid choices: "
-                          f"{sorted(TASKS)}")
-    return TASKS[config.task.name](config)
-
 
 class SyntheticTask:
     """Base for the tasks of `rnnlab.data.synthetic`: batches drawn from fold_in(key, step).
@@ -191,7 +145,4 @@ register("adding", Adding)
 register("copy", CopyMemory)
 register("temporal_order", TemporalOrder)
 
-__all__ = ["TASKS", "Adding", "CopyMemory", "SyntheticTask", "TemporalOrder", "make_task",
-           "register"]
-
-from rnnlab.train import lm_task  # noqa: E402,F401  (registers the "lm" task)
+__all__ = ["Adding", "CopyMemory", "SyntheticTask", "TemporalOrder"]

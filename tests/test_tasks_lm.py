@@ -1,4 +1,4 @@
-"""rnnlab.train.lm_task: smoke runs of the LM configs, the step -> window mapping (random AWD
+"""rnnlab.tasks.lm: smoke runs of the LM configs, the step -> window mapping (random AWD
 lengths included), the carry across windows and its reset per epoch, exact resume at the right
 data position, plain-file corpora and the offline error for a missing corpus."""
 
@@ -14,8 +14,9 @@ import pytest
 
 from rnnlab.data.text import CorpusNotFoundError
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
-from rnnlab.train import ConfigError, make_task, train_and_evaluate, validate
-from rnnlab.train.lm_task import LMTask, generated_corpus
+from rnnlab.tasks import make_task
+from rnnlab.train import ConfigError, train_and_evaluate, validate
+from rnnlab.tasks.lm import LMTask, generated_corpus
 from rnnlab.train.metrics import read_metrics
 from _config_helpers import leaves, smoke_config
 
