@@ -160,6 +160,20 @@ def test_lstm_forget_bias():
         np.testing.assert_array_equal(np.delete(b, np.s_[HIDDEN:2 * HIDDEN]), 0.0)
 
 
+def test_lstm_chrono_init():
+    t_max = 120
+    b = np.asarray(rnnlab.cells.make("lstm", 256, chrono_init=t_max)
+                   .init(jax.random.key(0), INPUT)["b"])
+    b_i, b_f, rest = b[:256], b[256:512], b[512:]
+    # Tallec & Ollivier 2018: b_f = log U(1, T_max - 1), b_i = -b_f, other gates 0
+    assert b_f.min() >= 0.0 and b_f.max() <= np.log(t_max - 1) + 1e-6
+    assert b_f.max() > np.log(t_max / 2)  # spread over the range, not a constant
+    np.testing.assert_array_equal(b_i, -b_f)
+    np.testing.assert_array_equal(rest, 0.0)
+    with pytest.raises(ValueError, match="chrono_init=2"):
+        rnnlab.cells.make("lstm", HIDDEN, chrono_init=2)
+
+
 def test_lstm_forget_gate_near_one_keeps_the_cell_state():
     cell = rnnlab.cells.make("lstm", HIDDEN, forget_bias=30.0)
     p = cell.init(jax.random.key(0), INPUT)

@@ -41,7 +41,9 @@ class LSTM(Cell):
     Init: W U(±1/sqrt(hidden)) (PyTorch), or U(±init_scale) for every weight and bias when
     given (Zaremba et al. 2014); b starts at 0 except the forget block, which gets `forget_bias`
     added (Jozefowicz et al. 2015). `recurrent_init="orthogonal"` makes each gate's block of
-    W_hh orthogonal.
+    W_hh orthogonal. `chrono_init=T_max > 0` replaces the forget bias by chrono initialisation
+    (Tallec & Ollivier 2018): b_f = log(u), u ~ U(1, T_max - 1) per unit, and b_i = -b_f, so the
+    units' memory time scales spread over the dependency lengths up to T_max.
     """
 
     forget_bias: float = 1.0
@@ -49,10 +51,14 @@ class LSTM(Cell):
     layer_norm: bool = False
     init_scale: float | None = None
     recurrent_init: str = "default"
+    chrono_init: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("recurrent_init", self.recurrent_init, ("default", "orthogonal"))
+        if self.chrono_init and self.chrono_init < 3:
+            raise ValueError(f"chrono_init={self.chrono_init!r} must be 0 (off) or the longest "
+                             "dependency length T_max >= 3 (Tallec & Ollivier 2018)")
 
     def initial_carry(self, batch_shape=(), dtype=jnp.float32):
         shape = (*tuple(batch_shape), self.hidden_size)
@@ -66,10 +72,17 @@ class LSTM(Cell):
         w_hh = jnp.concatenate([recurrent_matrix(k, h, self.recurrent_init, 1.0, s)
                                 for k in jax.random.split(k_hh, 4)], axis=1)
         b = uniform(k_b, (4 * h,), s) if self.init_scale is not None else jnp.zeros((4 * h,))
+        if self.chrono_init:
+            u = jax.random.uniform(jax.random.fold_in(k_b, 1), (h,), minval=1.0,
+                                   maxval=self.chrono_init - 1.0)
+            b_f = jnp.log(u)
+            b = b.at[:h].set(-b_f).at[h:2 * h].set(b_f)
+        else:
+            b = b.at[h:2 * h].add(self.forget_bias)
         params = {
             "w_ih": uniform(k_ih, (input_size, 4 * h), s),
             "w_hh": w_hh,
-            "b": b.at[h:2 * h].add(self.forget_bias),
+            "b": b,
         }
         if self.peepholes:
             params["peep"] = uniform(k_p, (3, h), s)  # rows: p_i, p_f, p_o
