@@ -6,7 +6,9 @@
 
 Reads DIR/config.json (the model), DIR/vocab.json (the token mapping the run trained with) and a
 checkpoint in DIR/checkpoints, read only (a run still training is safe to sample from): the
-newest (`latest`, default), the one with the best validation metric (`best`), or a step.
+newest (`latest`, default), the one with the best validation metric (`best`), or a step. A run
+with iterate averaging (`optim.average`, e.g. AWD-LSTM's NT-ASGD) is sampled and scored with the
+averaged weights once averaging has started, the weights its validation and test used.
 
 Generation warms the state up on the prompt (word level: the prompt's words after a sentence
 start "<eos>"; character level: its characters after a newline), then samples `length` tokens;
@@ -93,21 +95,15 @@ def load_run(workdir: str, which: str = "latest"):
         raise RunError(f"{ckpt_dir} holds no checkpoint: train (or resume) the run first")
     step = _pick_step(workdir, steps, which, metric)
     import jax
-    import orbax.checkpoint as ocp
 
     from rnnlab.tasks.lm import make_model
+    from rnnlab.train.checkpoint import read_checkpoint
 
-    # read-only: never touch the run's files (training may still be writing checkpoints)
-    manager = ocp.CheckpointManager(
-        os.path.abspath(ckpt_dir),
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                             cleanup_tmp_directories=False))
-    try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
-    finally:
-        manager.close()
+    # read-only (training may still be writing checkpoints), onto this host's device whatever
+    # device mesh wrote it
+    restored = read_checkpoint(ckpt_dir, step)
     model = make_model(config, len(vocab))
-    params = restored["params"]
+    params = _evaluated_params(restored)
     expected = jax.eval_shape(
         lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 2), "int32"))["params"])
     shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(x.shape), tree)  # noqa: E731
@@ -115,6 +111,24 @@ def load_run(workdir: str, which: str = "latest"):
         raise RunError(f"the checkpoint at step {step} does not match the model in config.json "
                        f"(parameter shapes differ)")
     return model, params, vocab, step
+
+
+def _evaluated_params(restored: dict):
+    """The parameters the run evaluated: the averaged iterate of `optim.average` (the
+    `AverageState` in the optimiser state, restored as a dict) once it holds one, else params."""
+    from rnnlab.train.optim import AverageState
+
+    fields = set(AverageState._fields)
+    stack = [restored.get("opt_state")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict) and set(node) == fields:
+            return node["mean"] if int(node["num"]) > 0 else restored["params"]
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return restored["params"]
 
 
 def _context(vocab) -> list[int]:

@@ -3,8 +3,15 @@
     python -m experiments.train --config=experiments/configs/adding.py[:smoke] --workdir=DIR \
         [--config.model.cell=gru --config.task.length=200 ...]
 
-Writes DIR/metrics.jsonl, DIR/tensorboard/, DIR/config.json and DIR/checkpoints/. A config
-error (unknown key, wrong type, invalid choice) stops before any work with a message naming it.
+Writes DIR/metrics.jsonl, DIR/tensorboard/, DIR/config.json and DIR/checkpoints/ (DIR may be a
+gs:// path). A config error (unknown key, wrong type, invalid choice, a batch size the device
+mesh cannot split) stops before any work with a message naming it. Exit status 143: stopped by
+a preemption (SIGTERM) after saving a checkpoint; the same command resumes.
+
+Multi-host (TPU pod slices, GPU clusters): run the same command on every host with
+`--distributed` or RNNLAB_DISTRIBUTED=1, which calls `jax.distributed.initialize()` first (TPU
+VMs, SLURM and Open MPI need nothing else; other clusters add --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I). Only process 0 prints progress.
 """
 
 from __future__ import annotations
@@ -20,6 +27,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has "
                                "checkpoints).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", None, "Call jax.distributed.initialize() before anything else (multi-host); "
+    "default: the environment variable RNNLAB_DISTRIBUTED=1.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed on a "
+                                   "cluster JAX does not detect: process 0's HOST:PORT.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address: the "
+                                      "number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address: this "
+                                   "process's id in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -67,13 +83,20 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     from rnnlab.train import ConfigError, train_and_evaluate, validate  # after flag parsing
+    from rnnlab.train.mesh import initialize_distributed
 
+    try:  # before anything touches the devices
+        initialize_distributed(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    except ValueError as e:
+        sys.exit(f"train: {e}")
     config = _CONFIG.value
     try:
         validate(config)
+        result = train_and_evaluate(config, _WORKDIR.value,
+                                    progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         sys.exit(f"train: bad config: {e}")
-    result = train_and_evaluate(config, _WORKDIR.value, progress=lambda s: print(s, flush=True))
     if result.preempted:
         sys.exit(143)  # 128 + SIGTERM: the launcher may restart; the run resumes
 

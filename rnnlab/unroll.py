@@ -2,26 +2,69 @@
 
     carry, ys = unroll(cell, params, xs)                      # xs [batch, time, in]
     carry, ys = unroll(cell, params, xs, mask=mask)           # mask [batch, time], True = real step
+    carry, ys = unroll(cell, params, xs, lengths=lengths)     # lengths [batch]: padding at the end
     (c_fw, c_bw), ys = bidirectional(cell, (p_fw, p_bw), xs, mask=mask)
 
 The input half of every gate is computed for all time steps in one matmul before the scan
 (`cell.project_inputs`), so the scan body holds only the recurrent matmul. A `Stack` is unrolled
 layer by layer, each layer with its own hoisted projection.
+
+Speed and memory options (none changes the results beyond float rounding):
+  unroll         time steps per compiled loop iteration; "auto" (or 0) picks from a table
+                 measured per backend and shape (`auto_unroll`).
+  remat          recompute activations in the backward pass: True checkpoints chunks of about
+                 sqrt(time) steps (only the carries between chunks are stored), an int k chunks
+                 of k steps (1 = every step).
+  fused          "auto" runs a plain float32 LSTM layer without a general mask through cuDNN
+                 on a CUDA GPU and everything else through the scan; "scan", "cudnn", "pallas"
+                 force a path (`rnnlab.fused`). The fused paths support reverse-mode autodiff
+                 only: for `jax.jvp` / `jax.jacfwd` through an LSTM on a GPU pass "scan".
+  compute_dtype  mixed precision: e.g. "bfloat16" multiplies in bfloat16 while parameters,
+                 carry, gates and accumulation stay float32 (the floating parameters are cast
+                 once, outside the loop; their gradients arrive in float32). Defaults to the
+                 cell's own `compute_dtype` field, so `cell_kwargs="compute_dtype=bfloat16"`
+                 selects it from a config.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import jax
 import jax.numpy as jnp
 
+from rnnlab import fused as fused_lib
 from rnnlab.cells.stack import Stack
+
+# Steps per loop iteration for `unroll="auto"`: backend -> rows (max hidden, max batch, unroll);
+# the first row whose bounds hold (None = any) wins.
+AUTO_UNROLL = {
+    # `python -m experiments.benchmarks.micro --bench=unroll` (one LSTM layer, forward and
+    # backward, 32 steps, 2 shared cores at load average 11-15, so +-20% is noise): speedup of
+    # unroll 2 over 1 was 1.07-1.40x at batch 1 (hidden 32-650); 0.74-1.09x for hidden <= 256
+    # at batch 8-32 (4 and 8 down to 0.3x); for hidden 512/650 even at batch 8 (0.83-1.04x),
+    # 1.04-1.92x at batch 20-32 (five runs; 4 and 8 no better).
+    "cpu": ((None, 1, 2), (256, None, 1), (None, 16, 1), (None, None, 2)),
+}
+
+
+def auto_unroll(batch: int, hidden: int, time: int, backend: str | None = None) -> int:
+    """The `unroll` that `unroll="auto"` uses for one layer (see `AUTO_UNROLL`). Backends without
+    measurements (GPU, TPU) get 1. Never more than `time`."""
+    rows = AUTO_UNROLL.get(backend or jax.default_backend(), ((None, None, 1),))
+    for max_hidden, max_batch, k in rows:
+        if (max_hidden is None or hidden <= max_hidden) and (max_batch is None
+                                                             or batch <= max_batch):
+            return max(1, min(k, time))
+    return 1
 
 
 def _batch_shape(carry):
     return jax.tree_util.tree_leaves(carry)[0].shape[:-1]
 
 
-def _check(cell, params, xs, carry, mask):
+def _check(cell, params, xs, carry, mask, lengths, unroll, remat):
     if not hasattr(cell, "step") or not hasattr(cell, "init"):
         raise ValueError(f"unroll needs a cell (rnnlab.cells.make(...)), got {cell!r}")
     if xs.ndim < 2:
@@ -31,6 +74,18 @@ def _check(cell, params, xs, carry, mask):
     if mask is not None and tuple(mask.shape) != tuple(xs.shape[:-1]):
         raise ValueError(f"mask shape {tuple(mask.shape)} must equal the inputs' "
                          f"[batch..., time] shape {tuple(xs.shape[:-1])}")
+    if lengths is not None:
+        if mask is not None:
+            raise ValueError("pass either mask= or lengths=, not both")
+        if tuple(lengths.shape) != tuple(batch_shape):
+            raise ValueError(f"lengths shape {tuple(lengths.shape)} must equal the inputs' "
+                             f"batch shape {tuple(batch_shape)}")
+    if not (unroll == "auto" or (isinstance(unroll, numbers.Integral) and unroll >= 0)):
+        raise ValueError(f"unroll={unroll!r} must be a positive int, or 'auto' (or 0) to pick "
+                         "it per shape")
+    if not isinstance(remat, numbers.Integral) or remat < 0:
+        raise ValueError(f"remat={remat!r} must be False, True (chunks of ~sqrt(time) steps) "
+                         "or a chunk length >= 1")
     if carry is not None:
         expected = cell.initial_carry(batch_shape)
         got = jax.tree_util.tree_structure(carry)
@@ -45,8 +100,14 @@ def _check(cell, params, xs, carry, mask):
                 f"{jax.tree_util.tree_map(jnp.shape, expected)}")
 
 
+def _cast_floats(tree, dtype):
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
 def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = None,
-           reverse: bool = False, unroll: int = 1, remat: bool = False):
+           reverse: bool = False, unroll: int | str = 1, remat: bool | int = False, *,
+           lengths: jax.Array | None = None, fused: str = "auto", compute_dtype=None):
     """Runs `cell` over the time axis of xs.
 
     Args:
@@ -58,23 +119,60 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
         output is zero. With `reverse=True` and padding at the end, each sequence's reverse run
         starts at its own last real step.
       reverse: scan from the last step to the first (outputs stay in input order).
-      unroll: time steps per loop iteration of the compiled scan.
-      remat: recompute each step in the backward pass instead of storing its activations.
+      unroll: time steps per loop iteration of the compiled scan; "auto" or 0: `auto_unroll`.
+      remat: recompute activations in the backward pass instead of storing them: True in
+        chunks of about sqrt(time) steps, an int k in chunks of k steps.
+      lengths: optional [*batch] ints, the number of real steps of each sequence (padding at the
+        end): the same as mask = arange(time) < lengths, and the form cuDNN accepts.
+      fused: "auto", "scan", "cudnn" or "pallas": see `rnnlab.fused`.
+      compute_dtype: None (the cell's `compute_dtype` field; None there too: the parameters'
+        dtype) or e.g. "bfloat16" (mixed precision, see the module docstring).
 
     Returns:
       (final_carry, ys) with ys [*batch, time, cell.output_size].
     """
-    _check(cell, params, xs, carry, mask)
+    _check(cell, params, xs, carry, mask, lengths, unroll, remat)
+    opts = dict(reverse=reverse, unroll=unroll, remat=remat, fused=fused,
+                compute_dtype=compute_dtype)
     if isinstance(cell, Stack):
-        return _unroll_stack(cell, params, xs, carry, mask, reverse, unroll, remat)
+        return _unroll_stack(cell, params, xs, carry, mask, lengths, opts)
+    return _unroll_layer(cell, params, xs, carry, mask, lengths, **opts)
+
+
+def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat, fused,
+                  compute_dtype):
+    if compute_dtype is None:  # the cell's own field (rnnlab.cells.Cell.compute_dtype)
+        compute_dtype = getattr(cell, "compute_dtype", None)
+    if compute_dtype is not None:
+        compute_dtype = jnp.dtype(compute_dtype)
+        params = _cast_floats(params, compute_dtype)  # once, outside the loop
     if hasattr(cell, "parallel_unroll"):  # linear recurrences: associative scan, O(log T) depth
+        if lengths is not None:
+            mask = jnp.arange(xs.shape[-2]) < lengths[..., None]
         return cell.parallel_unroll(params, xs, carry, mask, reverse)
 
+    path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused)
+    if path != "scan":
+        try:
+            return fused_lib.fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse)
+        except NotImplementedError as e:  # under vmap: the cuDNN binding has no batching rule
+            if fused != "auto" or not fused_lib.is_fallback_error(e):
+                raise
+
+    if lengths is not None:
+        mask = jnp.arange(xs.shape[-2]) < lengths[..., None]
     # time-major before the projection: transposing xs moves `features` values per step, the
     # projection's output G (4 hidden for an LSTM) would be several times more
-    xp = cell.project_inputs(params, jnp.moveaxis(xs, -2, 0))  # [time, *batch, G]
-    if carry is None:
-        carry = cell.initial_carry(xs.shape[:-2], dtype=xp.dtype)
+    xs_t = jnp.moveaxis(xs, -2, 0)  # [time, *batch, in]
+
+    def project(x):  # [steps, *batch, in] -> [steps, *batch, G]
+        return cell.project_inputs(params, x)
+
+    if carry is None:  # the mixed-precision policy keeps the carry in float32 (or wider)
+        dtype = jax.eval_shape(project, xs_t[:1]).dtype
+        if compute_dtype is not None:
+            dtype = jnp.promote_types(dtype, jnp.float32)
+        carry = cell.initial_carry(xs.shape[:-2], dtype=dtype)
     ms = None if mask is None else jnp.moveaxis(mask.astype(bool), -1, 0)  # [time, *batch]
 
     def body(c, inp):
@@ -87,21 +185,74 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
             y = jnp.where(keep, y, jnp.zeros((), y.dtype))
         return new_c, y
 
-    if remat:
-        body = jax.checkpoint(body)
-    carry, ys = jax.lax.scan(body, carry, (xp, ms), reverse=reverse, unroll=unroll)
+    time = xs.shape[-2]
+    if unroll in ("auto", 0):
+        unroll = auto_unroll(math.prod(xs.shape[:-2]), cell.hidden_size, time)
+    carry, ys = _scan(body, project, carry, xs_t, ms, time, reverse, unroll, remat)
     return carry, jnp.moveaxis(ys, 0, -2)
 
 
-def _unroll_stack(stack: Stack, params, xs, carry, mask, reverse, unroll_, remat):
+def remat_chunk(time: int) -> int:
+    """Chunk length for `remat=True`: about sqrt(time), which balances the stored carries
+    (time / k) against one chunk's recomputed activations (k)."""
+    return max(1, round(math.sqrt(time)))
+
+
+def _scan(body, project, carry, xs, ms, time, reverse, unroll, remat):
+    """lax.scan of `body` over the projected inputs project(xs) [time, ...].
+
+    With remat in chunks of k steps: an outer scan over time // k checkpointed chunks, each
+    projecting its own inputs (so neither the projection [time, ..., G] nor the per-step
+    activations are stored: only xs and the carry between chunks), then (first, in reverse)
+    a scan over the remaining steps. k = 1 checkpoints every step."""
+    if not remat:
+        return jax.lax.scan(body, carry, (project(xs), ms), reverse=reverse, unroll=unroll)
+    k = remat_chunk(time) if remat is True else int(remat)
+    if k == 1 or k >= time:
+        return jax.lax.scan(jax.checkpoint(body), carry, (project(xs), ms), reverse=reverse,
+                            unroll=unroll)
+    n = time // k
+
+    @jax.checkpoint
+    def chunk(c, inp):
+        x_c, m_c = inp
+        return jax.lax.scan(body, c, (project(x_c), m_c), reverse=reverse,
+                            unroll=min(unroll, k))
+
+    def part(lo, hi):
+        return jax.tree_util.tree_map(lambda a: a[lo:hi], (xs, ms))
+
+    def run_head(c):
+        head = jax.tree_util.tree_map(lambda a: a.reshape(n, k, *a.shape[1:]), part(0, n * k))
+        c, ys = jax.lax.scan(chunk, c, head, reverse=reverse)
+        return c, ys.reshape(n * k, *ys.shape[2:])
+
+    def run_tail(c):
+        x_r, m_r = part(n * k, time)
+        return jax.lax.scan(jax.checkpoint(body), c, (project(x_r), m_r), reverse=reverse,
+                            unroll=unroll)
+
+    if n * k == time:
+        return run_head(carry)
+    if reverse:
+        carry, ys_tail = run_tail(carry)
+        carry, ys_head = run_head(carry)
+    else:
+        carry, ys_head = run_head(carry)
+        carry, ys_tail = run_tail(carry)
+    return carry, jnp.concatenate([ys_head, ys_tail])
+
+
+def _unroll_stack(stack: Stack, params, xs, carry, mask, lengths, opts):
     carries = []
+    real = mask if lengths is None else jnp.arange(xs.shape[-2]) < lengths[..., None]
     for l, cell in enumerate(stack.cells):
-        c, ys = unroll(cell, params[l], xs, None if carry is None else carry[l], mask=mask,
-                       reverse=reverse, unroll=unroll_, remat=remat)
+        c, ys = _unroll_layer(cell, params[l], xs, None if carry is None else carry[l], mask,
+                              lengths, **opts)
         residual = stack.residual_applies(l, xs.shape[-1])
         xs = ys + xs if residual else ys
-        if residual and mask is not None:  # padded steps output zero, residual or not
-            xs = jnp.where(mask[..., None].astype(bool), xs, jnp.zeros((), xs.dtype))
+        if residual and real is not None:  # padded steps output zero, residual or not
+            xs = jnp.where(real[..., None].astype(bool), xs, jnp.zeros((), xs.dtype))
         carries.append(c)
     return tuple(carries), xs
 
@@ -114,7 +265,7 @@ def bidirectional(cell, params, xs: jax.Array, carry=None, mask: jax.Array | Non
     `backward_cell` defaults to `cell`. The backward pass scans from the end; with a padding
     mask it starts at each sequence's own last real step, so outputs at real steps are the same
     as running it on each sequence cut to its length. merge: "concat" ([..., 2 * output]),
-    "sum", or "none" (returns the pair of outputs). kwargs go to `unroll`.
+    "sum", or "none" (returns the pair of outputs). kwargs go to `unroll` (e.g. lengths=).
 
     Returns ((forward_carry, backward_carry), ys).
     """

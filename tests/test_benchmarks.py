@@ -43,3 +43,64 @@ def test_quick_run_writes_json(tmp_path):
     assert all(r["tokens_per_s"] > 0 for r in results)
     assert all(r.get("init_loss_agrees", True) for r in results), report["same_math"]
     assert "| B | lstm | rnnlab |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_rnnlab_step_options_keep_the_math():
+    """The rnnlab training step with the engine's options (unroll="auto", chunked remat) has
+    the same initial loss as Flax's from the same weights; bfloat16 compute is close."""
+    import jax.numpy as jnp
+
+    cfg = speed.QUICK["B"]
+    w = speed.make_weights("lstm", cfg)
+    xs, ys = speed.make_batches(cfg, n=1)
+    losses = {}
+    for name, spec in {
+        "flax": dict(impl="flax"),
+        "rnnlab": dict(impl="rnnlab", unroll="auto", remat=True),
+        "bf16": dict(impl="rnnlab", unroll="2", dtype="bfloat16"),
+    }.items():
+        step, params, carry = speed.jax_train_step(dict(spec, cell="lstm", cfg=cfg), w)
+        losses[name] = float(step(params, carry, jnp.asarray(xs[0]), jnp.asarray(ys[0]))[2])
+    assert abs(losses["rnnlab"] - losses["flax"]) < 1e-5, losses
+    assert abs(losses["bf16"] - losses["flax"]) < 1e-2, losses
+
+
+def test_round_robin_times_every_variant():
+    from experiments.benchmarks import micro
+
+    calls = []
+    times = micro._time_round_robin({"a": lambda: calls.append("a"),
+                                     "b": lambda: calls.append("b")}, seconds=0.0, min_reps=3)
+    assert calls == ["a", "b"] * 3
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+@pytest.mark.slow
+def test_micro_benchmarks_run():
+    """The unroll sweep and the memory report on tiny settings; chunked remat needs less."""
+    from experiments.benchmarks import micro
+    from rnnlab.unroll import auto_unroll
+
+    rows = micro.bench_unroll([8], [1, 4], steps=6, seconds=0.0)
+    assert [(r["hidden"], r["batch"]) for r in rows] == [(8, 1), (8, 4)]
+    assert all(set(r["ms"]) == set(micro.UNROLLS) and r["auto"] == auto_unroll(r["batch"], 8, 6,
+                                                                              "cpu") for r in rows)
+    (row,) = micro.bench_memory([64])
+    assert row["chunked"] < row["every_step"] < row["none"]
+
+
+@pytest.mark.slow
+def test_xla_flags_child_reports_gflops():
+    """One child of --bench=xla_flags under this jaxlib with a non-default switch."""
+    import os
+
+    env = dict(os.environ, XLA_FLAGS="--xla_cpu_use_xnnpack=false")
+    cmd = [sys.executable, "-m", "experiments.benchmarks.micro", "--child=lstm_step",
+           "--seconds=0.05"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(next(line[7:] for line in proc.stdout.splitlines()
+                          if line.startswith("RESULT ")))
+    assert set(res["gflops"]) == {"matmul", "forward", "grad"}
+    assert all(v > 0 for v in res["gflops"].values())

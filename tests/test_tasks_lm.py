@@ -1,9 +1,12 @@
 """rnnlab.tasks.lm: smoke runs of the LM configs, the step -> window mapping (random AWD
-lengths included), the carry across windows and its reset per epoch, exact resume at the right
-data position, plain-file corpora and the offline error for a missing corpus."""
+lengths included), the carry across windows and its reset per epoch (epochs of different window
+counts included), AWD's update scaled by window length / bptt, NT-ASGD in a real run (evaluation,
+test and generation on the averaged weights, exact resume after the trigger), exact resume at the
+right data position, plain-file corpora and the offline error for a missing corpus."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
@@ -18,6 +21,7 @@ from rnnlab.tasks import make_task
 from rnnlab.train import ConfigError, train_and_evaluate, validate
 from rnnlab.tasks.lm import LMTask, generated_corpus
 from rnnlab.train.metrics import read_metrics
+from rnnlab.train.steps import train_step
 from _config_helpers import leaves, smoke_config
 
 
@@ -44,17 +48,63 @@ def test_published_settings():
     assert awd.model.tie_weights and awd.task.random_length and awd.optim.lr == 30.0
 
 
-def test_awd_smoke_trains_with_perplexity_and_test_split(tmp_path):
+def _stream_nll(task, params, batches):
+    """Mean NLL per token over a stream of windows, the carry crossing them (no engine code)."""
+    loss = jax.jit(lambda p, b, c: task.loss(p, b, c, None, False)[1])
+    carry, nll, count = None, 0.0, 0.0
+    for b in batches:
+        carry = task.initial_carry(b["inputs"].shape[0]) if carry is None else carry
+        stats, carry = loss(params, b, carry)
+        nll, count = nll + float(stats["nll"]), count + float(stats["count"])
+    return nll / count
+
+
+def test_awd_smoke_nt_asgd_evaluates_the_average_and_resumes_exactly(tmp_path):
+    """awd_lstm:smoke (lr 30, NT-ASGD with n = 1, validation every step): averaging starts at
+    the evaluation the rule picks; validation after it, the test split and generation use the
+    averaged weights; a run resumed from a checkpoint taken after the trigger ends bitwise equal
+    to the uninterrupted one."""
+    from experiments import generate
+    from rnnlab.train.optim import find_average_state
+    from test_optim import _nt_reference
+
     config = smoke_config("awd_lstm")
-    result = train_and_evaluate(config, str(tmp_path))
-    assert int(result.state.step) == config.train.steps
-    records = read_metrics(str(tmp_path))
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = train_and_evaluate(config, str(ref_dir))
+    records = read_metrics(str(ref_dir))
     evals = [r for r in records if r["split"] == "eval"]
     tests = [r for r in records if r["split"] == "test"]
-    assert [r["step"] for r in evals] == [3, 6] and [r["step"] for r in tests] == [6]
+    assert [r["step"] for r in evals] == list(range(1, 9)) and [r["step"] for r in tests] == [8]
     for r in evals + tests:
         assert np.isclose(r["perplexity"], np.exp(r["loss"]), rtol=1e-5)
-    assert Vocab.load(os.path.join(tmp_path, VOCAB_FILE)).level == "word"
+    fired = _nt_reference([r["loss"] for r in evals], config.optim.nt_asgd_nonmono)
+    assert fired is not None and 0 < evals[fired]["step"] <= 6  # before the step-6 checkpoint
+    start = evals[fired]["step"]
+    assert [r["average_start"] for r in evals] == [-1] * fired + [start] * (8 - fired)
+    assert [r["averaged_iterates"] for r in evals] == [s - start + 1 if s > start else 0
+                                                      for s in range(1, 9)]
+    avg = find_average_state(ref.state.opt_state)
+    assert (int(avg.start), int(avg.num)) == (start, 8 - start + 1)
+
+    task = make_task(config)
+    test_avg = _stream_nll(task, avg.mean, task.test_batches())
+    assert np.isclose(tests[0]["loss"], test_avg, rtol=1e-5)
+    assert not np.isclose(_stream_nll(task, ref.state.params, task.test_batches()), test_avg,
+                          rtol=1e-4)
+    _, sampled_params, _, step = generate.load_run(str(ref_dir))
+    assert step == 8
+    for a, b in zip(leaves(sampled_params), leaves(avg.mean)):
+        np.testing.assert_array_equal(a, b)
+
+    shutil.copytree(ref_dir, run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "8")  # as if killed after the step-6 checkpoint
+    resumed = train_and_evaluate(config, str(run_dir))
+    for a, b in zip(leaves((ref.state.params, ref.state.carry, ref.state.opt_state)),
+                    leaves((resumed.state.params, resumed.state.carry, resumed.state.opt_state))):
+        np.testing.assert_array_equal(a, b)
+    again = read_metrics(str(run_dir))
+    assert [r for r in again if r["split"] != "train"] == evals + tests
+    assert Vocab.load(os.path.join(ref_dir, VOCAB_FILE)).level == "word"
 
 
 def test_zaremba_smoke_resumes_at_the_right_data_position(tmp_path):
@@ -183,3 +233,59 @@ def test_bad_lm_config_is_a_config_error():
         validate(smoke_config("ptb_zaremba", **{"task.corpus": "ptbx"}))
     with pytest.raises(ConfigError, match="model.dropout_hidden"):
         validate(smoke_config("awd_lstm", **{"model.dropout_hidden": 1.5}))
+
+
+def _jit_train_step(task, optimizer):
+    import functools
+
+    from rnnlab.train.steps import train_step
+    return jax.jit(functools.partial(train_step, task, optimizer))
+
+
+_NO_DROPOUT = {"model.dropout_output": 0.0, "model.dropout_hidden": 0.0,
+               "model.dropout_input": 0.0, "model.dropout_embedding": 0.0,
+               "model.weight_drop": 0.0}
+
+
+def test_random_length_epochs_reset_the_carry_and_scale_the_update():
+    """Random window lengths, epochs of different window counts. The carry after step m (a
+    multiple of steps_per_epoch that is not an epoch start, where a reset every steps_per_epoch
+    steps would fire) is one unroll over the windows since the real epoch start; every SGD
+    update is lr * length / bptt times the gradient (AWD-LSTM's lr2 = lr * seq_len / bptt)."""
+    from rnnlab.train.optim import make_optimizer
+    from rnnlab.train.state import create_state
+
+    lr, bptt = 1e-12, 12  # too small to move the parameters, large enough for update_norm
+    config = smoke_config("awd_lstm", **{
+        "task.batch_size": 24, "task.bptt": bptt, "optim.lr": lr, "optim.clip": "none",
+        "optim.weight_decay": 0.0, "optim.average": "none", "model.dropout_output": 0.0,
+        "model.dropout_hidden": 0.0, "model.dropout_input": 0.0,
+        "model.dropout_embedding": 0.0, "model.weight_drop": 0.0})
+    task = make_task(config)
+    spe = task.steps_per_epoch
+    counts = [len(task.train_stream.positions(e)) for e in range(3)]
+    starts = np.cumsum([0] + counts)
+    assert counts[1] != counts[0] and spe == counts[0]
+    m = 2 * spe  # not an epoch start since counts[1] != counts[0]
+    assert m not in starts and m < starts[-1]
+    opt = make_optimizer(config.optim, spe, m + 1)
+    state = create_state(task, opt, config.seed)
+    step_fn = jax.jit(functools.partial(train_step, task, opt))
+    lengths = []
+    for step in range(m + 1):
+        batch = task.train_batch(step)
+        lengths.append(task.train_stream.window(task.locate(step)[1]).length)
+        assert float(task.update_scale(batch)) == pytest.approx(lengths[-1] / bptt)
+        state, metrics = step_fn(state, batch)
+        np.testing.assert_allclose(metrics["update_norm"],
+                                   lr * lengths[-1] / bptt * metrics["grad_norm"], rtol=1e-4)
+    assert len(set(lengths)) > 2
+    epoch_start = int(starts[starts <= m][-1])
+    windows = [task.train_stream.window(task.locate(s)[1]) for s in range(epoch_start, m + 1)]
+    assert windows[0].reset and not any(w.reset for w in windows[1:])
+    tokens = jnp.concatenate([w.inputs[:, : w.length] for w in windows], 1)
+    expected = task.model.apply({"params": state.params}, tokens, train=False).carry
+    for got, want in zip(leaves(state.carry), leaves(expected)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    fixed = make_task(smoke_config("awd_lstm", **{"task.random_length": False}))
+    assert float(fixed.update_scale(fixed.train_batch(0))) == 1.0

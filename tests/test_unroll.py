@@ -434,3 +434,118 @@ def test_flax_recurrent_equals_unroll(name, xs, mask):
     # Gradients reach the params collection.
     g = jax.jit(jax.grad(lambda v: jnp.sum(model.apply(v, xs)[1])))(variables)
     assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(variables)
+
+
+# --- lengths, chunked remat, unroll="auto", mixed precision --------------------------------
+
+
+@pytest.mark.parametrize("name", ["lstm", pytest.param("stack[elman,gru,residual]",
+                                                        marks=pytest.mark.slow)])
+def test_lengths_equal_the_padding_mask(name, xs, mask, lengths):
+    cell = build_cell(name)
+    p = cell.init(jax.random.key(0), INPUT)
+    lens = jnp.asarray(lengths)
+    for reverse in (False, True):
+        tree_allclose(jit_unroll(cell, p, xs, lengths=lens, reverse=reverse),
+                      jit_unroll(cell, p, xs, mask=mask, reverse=reverse))
+    with pytest.raises(ValueError, match="either mask= or lengths=, not both"):
+        rnnlab.unroll(cell, p, xs, mask=mask, lengths=lens)
+    with pytest.raises(ValueError, match=r"lengths shape \(3, 1\) must equal the inputs' batch"):
+        rnnlab.unroll(cell, p, xs, lengths=lens[:, None])
+
+
+@pytest.mark.parametrize("remat,reverse", [pytest.param(3, False, marks=pytest.mark.slow),
+                                           (2, True),
+                                           pytest.param(True, True, marks=pytest.mark.slow)])
+def test_chunked_remat_equals_no_remat(remat, reverse, xs, mask):
+    """Chunks of k steps plus a shorter tail (7 = 2 x 3 + 1, 3 x 2 + 1), in either direction."""
+    cell = rnnlab.cells.make("lstm", HIDDEN)
+    p = cell.init(jax.random.key(0), INPUT)
+
+    def loss(p, x, remat):
+        carry, ys = rnnlab.unroll(cell, p, x, mask=mask, reverse=reverse, remat=remat)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(carry.c ** 2), (carry, ys)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True), static_argnums=2)
+    tree_allclose(grad(p, xs, remat), grad(p, xs, False), atol=1e-6)
+
+
+def test_chunked_remat_halves_memory():
+    """XLA's temp buffers for the gradient of a 256-step LSTM: chunks of ~16 steps need at
+    most half of no remat (and less than checkpointing every step)."""
+    cell = rnnlab.cells.make("lstm", 32)
+    p = cell.init(jax.random.key(0), 16)
+    xs = jnp.zeros((8, 256, 16))
+
+    def temp_mb(remat):
+        loss = lambda p, x: jnp.sum(rnnlab.unroll(cell, p, x, remat=remat)[1] ** 2)  # noqa
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(p, xs).compile()
+        return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+    none, every, chunked = temp_mb(False), temp_mb(1), temp_mb(True)
+    from rnnlab.unroll import remat_chunk
+
+    assert remat_chunk(256) == 16
+    assert chunked <= 0.5 * none and chunked < every, (none, every, chunked)
+
+
+def test_auto_unroll_choice_and_results(xs):
+    from rnnlab.unroll import auto_unroll
+
+    # the measured CPU table: batch 1, or large hidden with batch > 16 -> 2; else 1
+    assert auto_unroll(1, 64, 35, "cpu") == auto_unroll(20, 650, 35, "cpu") == 2
+    assert auto_unroll(32, 256, 35, "cpu") == auto_unroll(8, 650, 35, "cpu") == 1
+    assert auto_unroll(1, 650, 1, "cpu") == 1  # never more than the sequence
+    assert auto_unroll(1, 650, 35, "tpu") == 1  # unmeasured backends: 1
+    cell = rnnlab.cells.make("gru", HIDDEN)
+    p = cell.init(jax.random.key(0), INPUT)
+    for auto in ("auto", 0):  # batch 1: unrolled by 2 on CPU
+        tree_allclose(jit_unroll(cell, p, xs[:1], unroll=auto), jit_unroll(cell, p, xs[:1]))
+    with pytest.raises(ValueError, match=r"unroll='fast' must be a positive int, or 'auto'"):
+        rnnlab.unroll(cell, p, xs, unroll="fast")
+    with pytest.raises(ValueError, match=r"remat=-2 must be False, True"):
+        rnnlab.unroll(cell, p, xs, remat=-2)
+
+
+@pytest.mark.parametrize("name", ["lstm", pytest.param("gru", marks=pytest.mark.slow),
+                                  pytest.param("rnn_tanh", marks=pytest.mark.slow)])
+def test_bfloat16_compute_policy(name):
+    """compute_dtype=bfloat16: matmuls take bfloat16 operands and return float32; carry,
+    outputs and gradients stay float32 and close to the float32 run (outputs within 2e-2,
+    gradients within 3% of their largest entry), and the parameters are untouched float32."""
+    cell = rnnlab.cells.make(name, 32)
+    p = cell.init(jax.random.key(0), 16)
+    xs = jax.random.normal(jax.random.key(1), (4, 20, 16))
+
+    def loss(p, cd):
+        carry, ys = rnnlab.unroll(cell, p, xs, compute_dtype=cd)
+        return jnp.sum(jnp.sin(ys)), (carry, ys)
+
+    grad = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
+    (g16, (c16, y16)), (g32, (_, y32)) = grad(p, jnp.bfloat16), grad(p, None)
+    for leaf in jax.tree_util.tree_leaves((g16, c16, y16)):
+        assert leaf.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y16), np.asarray(y32), atol=2e-2)
+    assert np.abs(np.asarray(y16) - np.asarray(y32)).max() > 1e-5  # bfloat16 was really used
+    for a, b in zip(jax.tree_util.tree_leaves(g16), jax.tree_util.tree_leaves(g32)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                   atol=3e-2 * float(np.abs(np.asarray(b)).max()))
+    scan = next(e for e in jax.make_jaxpr(lambda p: loss(p, jnp.bfloat16))(p).eqns
+                if e.primitive.name == "scan")
+    dots = [e for e in scan.params["jaxpr"].eqns if e.primitive.name == "dot_general"]
+    assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+    assert all(e.outvars[0].aval.dtype == jnp.float32 for e in dots)
+
+
+def test_flax_recurrent_compute_dtype_keeps_float32_params(xs):
+    from rnnlab.models.recurrent import Recurrent
+
+    cell = rnnlab.cells.make("lstm", HIDDEN)
+    model = Recurrent(cell=cell, compute_dtype=jnp.bfloat16, unroll="auto", remat=True)
+    variables = model.init(jax.random.key(0), xs)
+    for leaf in jax.tree_util.tree_leaves(variables):
+        assert leaf.dtype == jnp.float32
+    carry, ys = model.apply(variables, xs)
+    assert ys.dtype == carry.h.dtype == carry.c.dtype == jnp.float32
+    want = jit_unroll(cell, variables["params"]["cell"], xs)
+    tree_allclose((carry, ys), want, atol=2e-2, rtol=0)

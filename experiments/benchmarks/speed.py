@@ -13,7 +13,10 @@ Workloads (float32):
   A  word LM, vocab 10k, emb 650, 2x650, batch 20, BPTT 35 (Zaremba et al. 2014, medium)
   B  char LM, vocab 65, emb 64, 2x512, batch 32, seq 128
   L  long sequences, vocab 65, emb 64, 2x256, batch 16, seq 1024 (adds minGRU / minLSTM, and
-     rnnlab LSTM with remat to report its memory)
+     rnnlab LSTM with remat (checkpointed chunks of ~sqrt(seq) steps) to report its memory)
+
+rnnlab runs with `--unroll=auto` (the engine's per-shape choice), `--fused=auto` (cuDNN for the
+LSTM on a CUDA GPU) and `--dtype=float32` unless told otherwise; the peers always in float32.
 
 Reported per run: compile time (JAX: lower + compile of the step; PyTorch: eager, so the first
 step's time), step time median and min over `--steps` steps after `--warmup` steps, tokens/s,
@@ -30,7 +33,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -61,7 +63,12 @@ flags.DEFINE_integer("steps", 30, "timed steps per run (after warm-up)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 flags.DEFINE_bool("quick", False, "smoke run: small shapes, 3 steps, 1 warm-up")
 flags.DEFINE_bool("remat", True, "also measure rnnlab LSTM with remat on workload L")
-flags.DEFINE_integer("unroll", 0, "rnnlab scan unroll (0: the engine's default)")
+flags.DEFINE_string("unroll", "auto", "rnnlab scan unroll: an int, or auto (the engine's "
+                    "per-shape table, rnnlab.unroll.auto_unroll)")
+flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas"],
+                  "rnnlab LSTM path (rnnlab.fused); auto = cuDNN on a CUDA GPU, else the scan")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "rnnlab compute dtype (bfloat16: params, carry, accumulation stay float32)")
 flags.DEFINE_integer("timeout", 900, "seconds per worker before it is abandoned")
 # worker mode (internal: the parent runs one subprocess per measurement)
 flags.DEFINE_string("worker", None, "internal: JSON spec of one measurement")
@@ -122,8 +129,9 @@ def _jax_setup():
     return jax
 
 
-def worker_jax(spec, w, xs, ys):
-    """rnnlab or Flax: jitted step with donated params and carry."""
+def jax_train_step(spec, w):
+    """rnnlab or Flax: (train_step(params, carry, x, y) -> (params, carry, loss), params,
+    carry0) for `spec` (impl, cell, cfg; rnnlab options remat, unroll, fused, dtype)."""
     jax = _jax_setup()
     import jax.numpy as jnp
 
@@ -144,9 +152,11 @@ def worker_jax(spec, w, xs, ys):
             else:
                 layers.append({"w_ih": wi, "w_hh": wh, "b": bi + bh})
         rnn_params = tuple(layers)
-        kw = {"remat": spec.get("remat", False)}
+        kw = {"remat": spec.get("remat", False), "fused": spec.get("fused", "auto"),
+              "compute_dtype": None if spec.get("dtype", "float32") == "float32"
+              else spec["dtype"]}
         if spec.get("unroll"):
-            kw["unroll"] = spec["unroll"]
+            kw["unroll"] = "auto" if spec["unroll"] == "auto" else int(spec["unroll"])
 
         def run_rnn(p, carry, e):
             return rnnlab.unroll(stack, p, e, carry, **kw)
@@ -205,6 +215,15 @@ def worker_jax(spec, w, xs, ys):
         p = jax.tree_util.tree_map(lambda a, g: a - LR * g, p, grads)
         return p, jax.lax.stop_gradient(carry), loss
 
+    return train_step, params, carry0
+
+
+def worker_jax(spec, w, xs, ys):
+    """rnnlab or Flax: jitted step with donated params and carry."""
+    jax = _jax_setup()
+    import jax.numpy as jnp
+
+    train_step, params, carry0 = jax_train_step(spec, w)
     xs_d, ys_d = jnp.asarray(xs), jnp.asarray(ys)
     t0 = time.perf_counter()
     compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(
@@ -382,13 +401,15 @@ def main(argv):
         bad = [g for g in got if g not in valid]
         if bad:
             raise app.UsageError(f"unknown {what} {bad}; valid choices: {sorted(valid)}")
+    if FLAGS.unroll != "auto" and not FLAGS.unroll.isdigit():
+        raise app.UsageError(f"--unroll={FLAGS.unroll!r} must be a non-negative int or auto")
     shapes = QUICK if FLAGS.quick else WORKLOADS
     steps, warmup = (3, 1) if FLAGS.quick else (FLAGS.steps, FLAGS.warmup)
     results = []
     load = os.getloadavg()
     for spec in plan(workloads, cells, impls, FLAGS.quick, FLAGS.remat):
         spec.update(cfg=shapes[spec["workload"]], steps=steps, warmup=warmup,
-                    unroll=FLAGS.unroll)
+                    unroll=FLAGS.unroll, fused=FLAGS.fused, dtype=FLAGS.dtype)
         t0 = time.time()
         res = launch(spec, FLAGS.timeout)
         res.update({k: spec[k] for k in ("workload", "cell", "impl", "remat")})
@@ -403,6 +424,7 @@ def main(argv):
                     "load_avg_end": os.getloadavg(), "platform": sys.platform,
                     "python": sys.version.split()[0]},
         "quick": FLAGS.quick, "workloads": {k: shapes[k] for k in workloads},
+        "rnnlab_options": {"unroll": FLAGS.unroll, "fused": FLAGS.fused, "dtype": FLAGS.dtype},
         "results": results, "same_math": checks,
     }
     if FLAGS.out:

@@ -17,6 +17,7 @@ from rnnlab.cells.jordan import Jordan
 from rnnlab.cells.lstm import LSTM, LSTMCarry
 from rnnlab.cells.parallel import LRU, MinGRU, MinLSTM
 from rnnlab.cells.stack import Stack
+from rnnlab.cells.tdnn import TDNN
 
 # name -> (class, preset keyword arguments)
 REGISTRY = {
@@ -32,6 +33,7 @@ REGISTRY = {
     "mingru": (MinGRU, {}),
     "minlstm": (MinLSTM, {}),
     "lru": (LRU, {}),
+    "tdnn": (TDNN, {}),  # non-recurrent baseline: causal conv over `window` steps
 }
 
 
@@ -61,6 +63,6 @@ def make(name: str, hidden_size: int, **kwargs) -> Cell:
 
 __all__ = [
     "Cell", "Elman", "ESN", "GRU", "Jordan", "LRU", "LSTM", "LSTMCarry", "MinGRU", "MinLSTM",
-    "Stack", "RECURRENT_INITS",
+    "Stack", "TDNN", "RECURRENT_INITS",
     "make", "names", "recurrent_matrix", "register", "ridge_readout", "spectral_radius",
 ]

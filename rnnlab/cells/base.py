@@ -51,16 +51,35 @@ def check_choice(what: str, value, choices) -> None:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
 
 
+def dot(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x @ w. With mixed dtypes (float32 activations, bfloat16 weights cast by
+    `rnnlab.unroll(compute_dtype=...)`) it multiplies in w's dtype and accumulates and returns
+    the promoted dtype (float32); with equal dtypes it is exactly `x @ w`."""
+    if x.dtype == w.dtype:
+        return x @ w
+    out = jnp.result_type(x.dtype, w.dtype)
+    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=out)
+
+
+COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """Base class: subclasses set `hidden_size` and implement `init`, `step`, and (where the
     input half of the step can be computed for all steps at once) `project_inputs`."""
 
     hidden_size: int
+    # dtype of the matmuls under `rnnlab.unroll` (None = the parameters' own, "bfloat16" = mixed
+    # precision: parameters, carry, gates and accumulation stay float32; see `dot`)
+    compute_dtype: str | None = dataclasses.field(default=None, kw_only=True)
 
     def __post_init__(self):
         if not isinstance(self.hidden_size, (int, np.integer)) or self.hidden_size <= 0:
             raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown compute_dtype {self.compute_dtype!r}; valid choices: "
+                             f"{list(COMPUTE_DTYPES)}")
 
     # --- the contract -------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells.base import (RECURRENT_INITS, Cell, activation_fn, check_choice,
+from rnnlab.cells.base import (RECURRENT_INITS, Cell, activation_fn, check_choice, dot,
                                recurrent_matrix, uniform)
 
 
@@ -50,9 +50,9 @@ class Elman(Cell):
         }
 
     def project_inputs(self, params, xs):
-        return xs @ params["w_ih"] + params["b"]
+        return dot(xs, params["w_ih"]) + params["b"]
 
     def step(self, params, carry, xp):
-        h = activation_fn(self.activation)(xp + carry @ params["w_hh"])
+        h = activation_fn(self.activation)(xp + dot(carry, params["w_hh"]))
         return h, h
 

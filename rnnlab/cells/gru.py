@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells.base import Cell, check_choice, recurrent_matrix, uniform
+from rnnlab.cells.base import Cell, check_choice, dot, recurrent_matrix, uniform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ class GRU(Cell):
         }
 
     def project_inputs(self, params, xs):
-        return xs @ params["w_ih"] + params["b_ih"]
+        return dot(xs, params["w_ih"]) + params["b_ih"]
 
     def step(self, params, carry, xp):
         h = carry
@@ -62,12 +62,12 @@ class GRU(Cell):
         a_r, a_z, a_n = jnp.split(xp, 3, axis=-1)
         w, b = params["w_hh"], params["b_hh"]
         if self.variant == "cudnn":
-            u_r, u_z, u_n = jnp.split(h @ w + b, 3, axis=-1)
+            u_r, u_z, u_n = jnp.split(dot(h, w) + b, 3, axis=-1)
             r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
             n = jnp.tanh(a_n + r * u_n)
         else:
-            u_r, u_z = jnp.split(h @ w[:, :2 * n_] + b[:2 * n_], 2, axis=-1)
+            u_r, u_z = jnp.split(dot(h, w[:, :2 * n_]) + b[:2 * n_], 2, axis=-1)
             r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
-            n = jnp.tanh(a_n + (r * h) @ w[:, 2 * n_:] + b[2 * n_:])
+            n = jnp.tanh(a_n + dot(r * h, w[:, 2 * n_:]) + b[2 * n_:])
         h = (1.0 - z) * n + z * h
         return h, h

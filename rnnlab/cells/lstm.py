@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells.base import Cell, check_choice, recurrent_matrix, uniform
+from rnnlab.cells.base import Cell, check_choice, dot, recurrent_matrix, uniform
 
 
 class LSTMCarry(NamedTuple):
@@ -92,14 +92,14 @@ class LSTM(Cell):
         return params
 
     def project_inputs(self, params, xs):
-        z = xs @ params["w_ih"]
+        z = dot(xs, params["w_ih"])
         if self.layer_norm:
             z = _layer_norm(z, params["ln"]["x"])
         return z + params["b"]
 
     def step(self, params, carry, xp):
         h, c = carry
-        zh = h @ params["w_hh"]
+        zh = dot(h, params["w_hh"])
         if self.layer_norm:
             zh = _layer_norm(zh, params["ln"]["h"])
         i, f, g, o = jnp.split(xp + zh, 4, axis=-1)

@@ -26,6 +26,12 @@ In evaluation mode the N - 1 targets of the stream (every token but the first) a
 Windows are padded to a fixed width (`pad_to`, default the longest possible window) with
 `mask` False on padding, so a jitted step sees one shape; padding steps must not move the
 carried state (`rnnlab.unroll(..., mask=mask)` leaves it unchanged there).
+
+Multi-host runs: `batch` is always the global number of rows; with `process_index=p,
+process_count=P` the stream keeps only rows `rnnlab.data.hosts.process_rows(batch, p, P)` (a
+contiguous slice of the token stream) and its windows are [batch / P, width]. The rows of all
+processes stacked in process order are exactly the single-process windows, so positions, epochs
+and results do not depend on the number of hosts.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
+from rnnlab.data.hosts import process_rows
 
 
 class LMBatch(NamedTuple):
@@ -85,12 +93,14 @@ class LMStream:
         with `random_length` (covers all but ~0.1% of the draws, which are cut).
       pad_to: width of the returned arrays; default `max_length`. None of the shapes change
         from window to window unless `pad_to=0`, which returns each window at its own length.
+      process_index, process_count: keep only this process's rows (module docstring); `batch`
+        must be a multiple of `process_count`.
     """
 
     def __init__(self, ids, batch: int, bptt: int, *, train: bool = True,
                  random_length: bool = False, seed: int = 0, std: float = 5.0,
                  p_half: float = 0.05, min_length: int = 5, max_length: int | None = None,
-                 pad_to: int | None = None):
+                 pad_to: int | None = None, process_index: int = 0, process_count: int = 1):
         if not isinstance(bptt, (int, np.integer)) or bptt <= 0:
             raise ValueError(f"bptt must be a positive integer, got {bptt!r}")
         ids = np.asarray(ids, np.int32)
@@ -106,27 +116,31 @@ class LMStream:
         if self.pad_to and self.pad_to < self.max_length:
             raise ValueError(f"pad_to={pad_to} is shorter than the longest window "
                              f"max_length={self.max_length}")
+        if self.batch <= 0:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        mine = process_rows(self.batch, process_index, process_count)  # this process's rows
+        self.process_index, self.process_count = int(process_index), int(process_count)
         if train:
             rows = batchify(ids, self.batch)
+            self.num_targets = int(rows.shape[0] * (rows.shape[1] - 1))  # over all processes
+            rows = rows[mine]
             self._inputs, self._targets = rows[:, :-1], rows[:, 1:]
             self._mask = np.ones(self._inputs.shape, bool)
-            self.num_targets = int(self._targets.size)
         else:
-            if batch <= 0:
-                raise ValueError(f"batch must be a positive integer, got {batch!r}")
             n_targets = ids.shape[0] - 1
             if n_targets < 1:
                 raise ValueError(f"a stream of {ids.shape[0]} tokens has nothing to predict")
             per_row = -(-n_targets // self.batch)
-            inputs = np.zeros((self.batch, per_row), np.int32)
-            targets = np.zeros((self.batch, per_row), np.int32)
-            mask = np.zeros((self.batch, per_row), bool)
-            for r in range(self.batch):
+            local = mine.stop - mine.start
+            inputs = np.zeros((local, per_row), np.int32)
+            targets = np.zeros((local, per_row), np.int32)
+            mask = np.zeros((local, per_row), bool)
+            for i, r in enumerate(range(mine.start, mine.stop)):
                 lo, hi = r * per_row, min((r + 1) * per_row, n_targets)
                 if hi > lo:
-                    inputs[r, : hi - lo] = ids[lo:hi]
-                    targets[r, : hi - lo] = ids[lo + 1: hi + 1]
-                    mask[r, : hi - lo] = True
+                    inputs[i, : hi - lo] = ids[lo:hi]
+                    targets[i, : hi - lo] = ids[lo + 1: hi + 1]
+                    mask[i, : hi - lo] = True
             self._inputs, self._targets, self._mask = inputs, targets, mask
             self.num_targets = n_targets
         self.span = int(self._inputs.shape[1])  # target columns per epoch

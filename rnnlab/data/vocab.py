@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from etils import epath  # run files may live in gs:// workdirs
 
 LEVELS = ("char", "word")
 VOCAB_FILE = "vocab.json"
@@ -163,25 +164,24 @@ class Vocab:
 
     def save(self, path: str) -> None:
         """Writes the vocabulary as JSON (atomically, so a reader never sees half a file)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False)
-        os.replace(tmp, path)
+        path = epath.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: str) -> Vocab:
-        if not os.path.exists(path):
+        if not epath.Path(path).exists():
             raise FileNotFoundError(f"no vocabulary at {path}; it is written by training "
                                     f"(Vocab.save) into the run's workdir as {VOCAB_FILE}")
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return cls.from_dict(json.loads(epath.Path(path).read_text(encoding="utf-8")))
 
     @classmethod
     def load_or_build(cls, path: str, text: str, level: str, **build_kwargs) -> Vocab:
         """The vocabulary saved at `path` if there is one (a resumed run, evaluation,
         generation), else one built from `text` and saved there."""
-        if os.path.exists(path):
+        if epath.Path(path).exists():
             vocab = cls.load(path)
             if vocab.level != level:
                 raise ValueError(f"the vocabulary at {path} is {vocab.level}-level, but "

@@ -27,13 +27,31 @@ The loop, the steps and the checkpoints only talk to a task through these member
                                                       # (the LM task's vocabulary)
     test_batches() -> iterable of batches             # the test set, evaluated once when training
                                                       # completes (metrics.jsonl split "test")
+    update_scale(batch) -> scalar                     # multiplies this train step's update after
+                                                      # clipping, i.e. its learning rate (jittable;
+                                                      # LM with random window lengths: length/bptt,
+                                                      # AWD-LSTM's lr2 = lr * seq_len / bptt)
+    resets_carry: bool                                # True: loss() resets the carry itself at
+                                                      # epoch starts (from its batches), and the
+                                                      # engine's reset every `steps_per_epoch`
+                                                      # steps is off (epochs of varying length)
 
-Every task family lives in its own module of this package. It is registered by name with `register(name, factory)`; `factory(config)` builds the
-task and `factory.validate(config)` checks `config.task` (raising `ConfigError`). The synthetic
-long-range tasks (`rnnlab.tasks.synthetic`) are the reference implementation; the language-model task plugs in the
+Batches are numpy or jax arrays with the batch on the leading axis (scalars allowed) and hold
+this process's rows only: `rnnlab.data.hosts.process_rows(rows, jax.process_index(),
+jax.process_count())` of the global batch, i.e. all of it on one host. `batch_size` and the
+shapes `loss` sees inside the jitted steps are global; the engine assembles and shards them
+(`rnnlab.train.mesh`).
+
+Every task family lives in its own module of this package. It is registered by name with
+`register(name, factory)`; `factory(config)` builds the task and `factory.validate(config)`
+checks `config.task` (raising `ConfigError`). The synthetic long-range tasks
+(`rnnlab.tasks.synthetic`) are the reference implementation; the language-model task plugs in the
 same way (`carries_state=True`, a token stream cut into BPTT windows by `train_batch(step)`).
 
-Modules: `synthetic` (adding, copy, temporal_order), `lm` (language models).
+Modules: `synthetic` (adding, copy, temporal_order), `lm` (language models), `classify`
+(many-to-one, IMDB), `tagging` (many-to-many), `forecast` (time series), `esn` (reservoir +
+ridge readout), `padded` (shared base for padded-batch tasks), `seq2seq` (encoder-decoder),
+`caption` (one-to-many), `ctc` (alignment-free labelling).
 """
 
 from __future__ import annotations
@@ -60,4 +78,4 @@ __all__ = ["TASKS", "make_task", "register"]
 
 # Each module below registers its task families on import. A new task family is a new module
 # in this package, added to this list.
-from rnnlab.tasks import lm, synthetic  # noqa: E402,F401
+from rnnlab.tasks import caption, classify, ctc, forecast, lm, seq2seq, synthetic, tagging  # noqa: E402,F401

@@ -8,10 +8,12 @@ from window to window (truncated BPTT), perplexity or bits per character on vali
 Data position: the train step counter. Step s belongs to epoch e and is that epoch's i-th window,
 `LMStream.positions(e)[i]`; with AWD-LSTM's random window lengths every epoch has its own window
 list (deterministic in seed and epoch), so a resumed run reads exactly the windows the
-uninterrupted run would have read. The carry is reset at the first window of every epoch (each
-batch carries a `reset` flag, so this holds even when random lengths give epochs of different
-window counts; `steps_per_epoch` is then epoch 0's count, used only by step-decay schedules and
-the engine's own reset).
+uninterrupted run would have read. The carry is reset at the first window of every epoch from
+each batch's `reset` flag (`resets_carry`: the engine's reset every `steps_per_epoch` steps is
+off, so this holds when random lengths give epochs of different window counts;
+`steps_per_epoch` is then epoch 0's count, used only by step-decay schedules). With random
+lengths the step's learning rate is scaled by window length / bptt (`update_scale`, AWD-LSTM's
+`lr2 = lr * seq_len / bptt`).
 
 Evaluation covers every token of the validation split once, in stream order, with the carry
 crossing windows (`eval_batches`); the test split is evaluated the same way once at the end of
@@ -172,6 +174,7 @@ class LMTask:
     """Word- or character-level language modelling on one corpus (see the module docstring)."""
 
     carries_state = True
+    resets_carry = True  # loss() resets at each batch's `reset` flag (epochs vary in length)
     metric_mode = "min"
 
     @classmethod
@@ -223,14 +226,16 @@ class LMTask:
         self._train_text = corpus.train
         ids = {s: self.vocab.encode(corpus.split(s)) for s in text_lib.SPLITS}
         self.batch_size = t.batch_size
+        # multi-host: each process keeps its own rows of every stream (batch sizes are global)
+        hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
         self.train_stream = LMStream(ids["train"], t.batch_size, t.bptt,
                                      random_length=t.random_length, std=t.bptt_std,
-                                     seed=config.seed)
+                                     seed=config.seed, **hosts)
         eval_bptt = t.eval_bptt or t.bptt
         self.valid_stream = LMStream(ids["validation"], t.eval_batch_size, eval_bptt,
-                                     train=False)
+                                     train=False, **hosts)
         self.test_stream = LMStream(ids["test"], t.test_batch_size or t.eval_batch_size,
-                                    eval_bptt, train=False)
+                                    eval_bptt, train=False, **hosts)
         self.num_tokens = {s: int(v.size) for s, v in ids.items()}
         self.steps_per_epoch = len(self.train_stream.positions(0))
         self._epoch_starts = [0]  # first step of epochs 0, 1, ... (computed as needed)
@@ -299,6 +304,13 @@ class LMTask:
 
     def initial_carry(self, batch_size: int):
         return self.model.initial_carry(batch_size)
+
+    def update_scale(self, batch):
+        """Window length / bptt with random window lengths (AWD-LSTM), else 1."""
+        if not self.train_stream.random_length:
+            return jnp.float32(1.0)
+        length = jnp.sum(jnp.any(batch["mask"], axis=0))  # columns with any target
+        return length.astype(jnp.float32) / self.train_stream.bptt
 
     def loss(self, params, batch, carry, rng, train):
         inputs, mask = batch["inputs"], batch["mask"]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from rnnlab.data import synthetic
+from rnnlab.data.hosts import process_rows
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.tasks import register
 from rnnlab.train.config import ConfigError, make_cells
@@ -57,8 +58,9 @@ class SyntheticTask:
             vocab_size=self.vocab_size, embed_dim=m.embed_dim, dropout=m.dropout, unroll=m.unroll)
         gen = synthetic.GENERATORS[self.kind]
         length, batch = self.length, self.batch_size
-        self._generate = jax.jit(lambda key: dict(zip(("inputs", "targets"),
-                                                      gen(key, batch, length))))
+        mine = process_rows(batch, jax.process_index(), jax.process_count())  # multi-host
+        self._generate = jax.jit(lambda key: {  # this process's rows of the global batch
+            k: v[mine] for k, v in zip(("inputs", "targets"), gen(key, batch, length))})
         self._eval = None
 
     def train_batch(self, step: int):

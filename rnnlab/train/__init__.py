@@ -4,7 +4,7 @@
     result = train_and_evaluate(config, workdir)       # config: experiments/configs/<name>.py
 
 Modules: `config` (engine config sections + validation), `optim`, `state`, `steps`,
-`checkpoint`, `metrics`, `loop`. The tasks it trains live in `rnnlab.tasks`.
+`checkpoint`, `metrics`, `mesh` (device mesh, shardings, multi-host), `loop`. The tasks it trains live in `rnnlab.tasks`.
 """
 
 from rnnlab.train.config import ConfigError, base_config, validate

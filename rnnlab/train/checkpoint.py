@@ -13,22 +13,30 @@ A newest checkpoint that cannot be read (truncated, corrupted) is moved, untouch
 `<workdir>/checkpoints_unreadable/<step>`; the next newest is tried, and `notes` says what
 happened. Saves interrupted by a crash never become visible (Orbax writes to a temporary
 directory and renames it when complete); leftover temporary directories are removed.
+
+Sharded state: `save` writes each process's shards (every process of a multi-host run calls it;
+Orbax coordinates them). `restore` reads into the shardings of `like`, so a checkpoint written
+on one mesh (8 devices, FSDP or not) restores onto any other (1 device, ...). The workdir may be
+a `gs://` path (paths go through `etils.epath`).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
+
+
+def _absolute(path: str) -> epath.Path:
+    p = epath.Path(path)
+    return p if "://" in str(path) else epath.Path(p.resolve())
 
 
 class Checkpointer:
     def __init__(self, workdir: str, ckpt_cfg, metric: str, mode: str):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        self.unreadable_dir = os.path.abspath(os.path.join(workdir, "checkpoints_unreadable"))
+        self.directory = _absolute(workdir) / "checkpoints"
+        self.unreadable_dir = _absolute(workdir) / "checkpoints_unreadable"
         self.metric = metric
         keep = [policies.LatestN(n=ckpt_cfg.keep)]
         if ckpt_cfg.keep_best:
@@ -53,7 +61,8 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.StandardSave(state), metrics=m, force=True)
 
     def restore(self, step: int, like):
-        """Checkpoint `step` restored into the structure, shapes and shardings of `like`."""
+        """Checkpoint `step` restored into the structure, shapes and shardings of `like` (arrays
+        or `jax.ShapeDtypeStruct`s with a sharding)."""
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
@@ -64,9 +73,11 @@ class Checkpointer:
             try:
                 return self.restore(step, like), notes
             except Exception as e:  # any failure to read means this checkpoint is unusable
-                dest = os.path.join(self.unreadable_dir, str(step))
-                os.makedirs(self.unreadable_dir, exist_ok=True)
-                shutil.move(os.path.join(self.directory, str(step)), dest)
+                dest = self.unreadable_dir / str(step)
+                if jax.process_index() == 0:
+                    self.unreadable_dir.mkdir(parents=True, exist_ok=True)
+                    (self.directory / str(step)).rename(dest)
+                ocp.multihost.sync_global_processes(f"rnnlab_unreadable_{step}")
                 self.manager.reload()
                 reason = (str(e).splitlines() or [""])[0][:200]
                 notes.append(f"checkpoint at step {step} is unreadable ({type(e).__name__}: "
@@ -79,3 +90,21 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def read_checkpoint(directory: str, step: int):
+    """Checkpoint `step` in `directory` (a run's `<workdir>/checkpoints`) as nested dicts of
+    arrays on this process's first device, whatever mesh wrote it. Read-only: never touches the
+    run's files (for tools such as generation while training may still be writing)."""
+    manager = ocp.CheckpointManager(
+        _absolute(directory), item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             cleanup_tmp_directories=False))
+    try:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            manager.item_metadata(step))
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+    finally:
+        manager.close()

@@ -23,6 +23,7 @@ import rnnlab
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 CLIPPING = ("none", "global_norm", "value", "adaptive")
 SCHEDULES = ("constant", "step", "cosine")
+AVERAGING = ("none", "from_step", "nt_asgd")
 NONFINITE = ("stop", "skip")
 BEST_MODES = ("min", "max")
 
@@ -32,7 +33,8 @@ class ConfigError(ValueError):
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Defaults for the sections every experiment shares: seed, model, optim, train, checkpoint."""
+    """Defaults for the sections every experiment shares: seed, model, optim, train, diagnostics,
+    checkpoint, mesh."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # initialisation, dropout and data all derive from this seed
 
@@ -46,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.cell_kwargs = ""  # extra cell fields: "forget_bias=1.0,peepholes=True"
     c.model.embed_dim = 0  # token tasks: 0 = one-hot inputs, > 0 = embedding width
     c.model.dropout = 0.0  # dropout between layers and before the readout
-    c.model.unroll = 1  # scan steps per compiled loop iteration (speed only)
+    c.model.unroll = 1  # scan steps per compiled loop iteration (speed only; 0 = picked per
+    #                     shape by rnnlab.unroll.auto_unroll)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # sgd | adam | adamw | rmsprop
@@ -65,6 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.decay_after_epochs = 4  # step: keep lr for this many epochs, then decay per epoch
     c.optim.decay_factor = 0.5  # step: lr multiplier per epoch after decay_after_epochs
     c.optim.final_lr_fraction = 0.0  # cosine: final lr as a fraction of lr
+    c.optim.average = "none"  # iterate averaging: none | from_step | nt_asgd (Merity et al.
+    #   2017: starts when the validation loss is worse than the best of the evaluations more than
+    #   nt_asgd_nonmono evaluations ago); evaluation, test and best checkpoint use the average
+    c.optim.nt_asgd_nonmono = 5  # nt_asgd: the non-monotone interval n, in evaluations
+    c.optim.average_start = 0  # from_step: the optimiser step where averaging starts
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 10_000  # total optimiser steps
@@ -84,6 +92,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3  # keep the last K checkpoints ...
     c.checkpoint.keep_best = True  # ... plus the best by the task's validation metric
     c.checkpoint.async_save = True  # write checkpoints in a background thread
+
+    c.mesh = ml_collections.ConfigDict()  # device mesh (rnnlab.train.mesh): data parallelism
+    c.mesh.data = -1  # devices on the "data" axis that splits every batch (-1 = all visible)
+    c.mesh.fsdp = False  # also shard params and optimiser state along "data" (else replicated)
+    c.mesh.fsdp_min_size = 2**14  # fsdp: leaves with fewer elements stay replicated
     return c
 
 
@@ -140,15 +153,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     own `validate`, registered in `rnnlab.tasks`)."""
     import rnnlab.tasks as tasks  # imported here: tasks imports this module
 
-    for section in ("task", "model", "optim", "train", "diagnostics", "checkpoint"):
+    for section in ("task", "model", "optim", "train", "diagnostics", "checkpoint", "mesh"):
         if section not in config:
             raise ConfigError(f"config has no section {section!r}; start from "
                               "rnnlab.train.config.base_config()")
     _choice("task.name", config.task.name, tasks.TASKS)
     m = config.model
     _choice("model.cell", m.cell, rnnlab.cells.names())
-    for f in ("hidden", "num_layers", "unroll"):
+    for f in ("hidden", "num_layers"):
         _positive(f"model.{f}", m[f])
+    _positive("model.unroll", m.unroll, allow_zero=True)
     _positive("model.embed_dim", m.embed_dim, allow_zero=True)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config.model.dropout={m.dropout!r} must be in [0, 1)")
@@ -170,6 +184,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "final_lr_fraction"):
         _positive(f"optim.{f}", o[f], allow_zero=True)
     _positive("optim.decay_factor", o.decay_factor)
+    _choice("optim.average", o.average, AVERAGING)
+    _positive("optim.nt_asgd_nonmono", o.nt_asgd_nonmono)
+    _positive("optim.average_start", o.average_start, allow_zero=True)
 
     t = config.train
     _positive("train.steps", t.steps)
@@ -187,5 +204,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("checkpoint.every_steps", k.every_steps, allow_zero=True)
     _positive("checkpoint.every_secs", k.every_secs, allow_zero=True)
     _positive("checkpoint.keep", k.keep)
+
+    mesh = config.mesh
+    if not (mesh.data == -1 or mesh.data > 0):
+        raise ConfigError(f"config.mesh.data={mesh.data!r} must be -1 (all devices) or > 0")
+    _positive("mesh.fsdp_min_size", mesh.fsdp_min_size, allow_zero=True)
 
     tasks.TASKS[config.task.name].validate(config)

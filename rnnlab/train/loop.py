@@ -11,11 +11,22 @@
    `checkpoint.every_steps` steps and/or `checkpoint.every_secs` seconds and at the end;
    a task with the optional `test_batches()` is then evaluated on its test split once
    (metrics.jsonl split "test"); a task's optional `prepare(workdir)` runs before step 1;
+   with iterate averaging (`optim.average`) validation and test use the averaged parameters,
+   eval records carry `average_start` and `averaged_iterates`, and the NT-ASGD trigger
+   (`optimizer.observe`) sees every validation loss;
    with `diagnostics.every > 0`, the gradient flow of the model's first recurrent layer
    (`rnnlab.diagnostics.gradient_flow_metrics` on the train batch) is logged at step 0 and
    every `every` steps (split "gradient_flow"; see `recurrent_probe`);
 4. on SIGTERM (preemption) saves a checkpoint after the current step and returns with
-   `preempted=True`.
+   `preempted=True` (multi-host: when JAX's preemption sync point is reached, at the same step
+   on every process).
+
+Everything runs on a device mesh (`rnnlab.train.mesh`, `config.mesh`; one device is a mesh of
+one): the state is created and restored in its shardings (a checkpoint written on any mesh
+restores onto this one), batches are split along the "data" axis, and a batch size the mesh
+cannot split is a ConfigError before any work. Multi-host: each process reads its own rows
+of every batch; only process 0 writes metrics.jsonl, TensorBoard and config.json and reports
+progress, while every process takes part in checkpoints. The workdir may be a gs:// path.
 
 A non-finite loss or gradient raises `NonFiniteError` naming the step with
 `train.nonfinite="stop"` (checked every `log_every` steps and before every checkpoint, so no
@@ -29,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -38,14 +48,16 @@ from typing import Any, Callable, NamedTuple
 import flax.linen as nn
 import jax
 import numpy as np
+from etils import epath
 
 from rnnlab.diagnostics import gradient_flow_metrics
 from rnnlab.models.recurrent import Recurrent
+from rnnlab.train import mesh as mesh_lib
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train.checkpoint import Checkpointer
 from rnnlab.train.config import validate
-from rnnlab.train.optim import make_optimizer
-from rnnlab.train.state import TrainState, create_state
+from rnnlab.train.optim import average_info, make_optimizer
+from rnnlab.train.state import TrainState, create_sharded_state
 from rnnlab.train.steps import make_step_fns
 import rnnlab.tasks as tasks_lib  # a module import: rnnlab.tasks imports rnnlab.train.config
 
@@ -80,14 +92,53 @@ def _sigterm_flag():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _preemption_check(ckpt):
+    """Yields `preempted_at(step) -> bool`: SIGTERM was received (one process), or JAX's
+    preemption sync point is reached (multi-host: True at the same step on every process)."""
+    if jax.process_count() > 1:
+        yield ckpt.manager.reached_preemption
+        return
+    with _sigterm_flag() as flag:
+        yield lambda step: flag["set"]
+
+
+def _time_due(every_secs: float, t_save: float, step: int, log_every: int) -> bool:
+    """`every_secs` have passed since the last save (0 = never). Multi-host: decided by process
+    0's clock at log steps only, so that every process saves at the same step."""
+    if not every_secs:
+        return False
+    due = time.monotonic() - t_save >= every_secs
+    if jax.process_count() == 1:
+        return due
+    return step % log_every == 0 and mesh_lib.agree(due)
+
+
+class _NoWriter:
+    """The metrics writer of processes other than 0 (multi-host): records are not written."""
+
+    def write(self, record: dict) -> dict:
+        return record
+
+    def close(self) -> None:
+        pass
+
+
+def _check_rows(task, layout) -> None:
+    """ConfigError if a train, validation or test batch cannot be split across the mesh."""
+    layout.check_rows(task.batch_size, "the train batch (task.batch_size)")
+    for what, batches in (("a validation batch", task.eval_batches),
+                          ("a test batch", getattr(task, "test_batches", None))):
+        first = next(iter(batches()), None) if batches is not None else None
+        if first is not None:
+            layout.check_rows(layout.global_rows(first), what)
+
+
 def evaluate(task, eval_fn, params, batches=None) -> dict:
     """The task's metrics over `batches` (default: its whole validation set, `eval_batches()`;
     pass e.g. a test stream for a final test evaluation). Stream tasks: carry crosses batches."""
-    sums, carry = None, None
+    sums, carry = None, None  # eval_fn starts a stream task's carry from None
     for batch in task.eval_batches() if batches is None else batches:
-        if task.carries_state and carry is None:
-            leading = jax.tree_util.tree_leaves(batch)[0].shape[0]
-            carry = task.initial_carry(leading)
         stats, carry = eval_fn(params, carry, batch)
         stats = jax.device_get(stats)
         sums = stats if sums is None else {k: sums[k] + stats[k] for k in sums}
@@ -142,8 +193,9 @@ def recurrent_probe(task, params, batch) -> tuple:
     return found[0]
 
 
-def _log_gradient_flow(task, d, params, step, writer) -> None:
-    cell, cell_params, xs, carry = recurrent_probe(task, params, task.train_batch(step))
+def _log_gradient_flow(task, d, params, step, writer, layout) -> None:
+    batch = layout.global_batch(task.train_batch(step), "the train batch (task.batch_size)")
+    cell, cell_params, xs, carry = recurrent_probe(task, params, batch)
     writer.write({"step": step, "split": "gradient_flow", **gradient_flow_metrics(
         cell, cell_params, xs, carry=carry, lags=tuple(d.lags), prefix="",
         max_samples=d.max_samples)})
@@ -154,14 +206,17 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     """Trains and evaluates `config` in `workdir` (created if needed); resumes if it holds a
     checkpoint. `task` overrides the task built from `config.task` (tests, custom tasks)."""
     validate(config)
-    say = progress or (lambda line: None)
-    os.makedirs(workdir, exist_ok=True)
+    primary = mesh_lib.is_primary()
+    say = progress if progress is not None and primary else (lambda line: None)
+    layout = mesh_lib.Layout.from_config(config.mesh)
     task = task if task is not None else tasks_lib.make_task(config)
+    _check_rows(task, layout)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
         task.prepare(workdir)
     tc, total = config.train, config.train.steps
     optimizer = make_optimizer(config.optim, task.steps_per_epoch, total)
-    state = create_state(task, optimizer, config.seed)
+    state, shardings = create_sharded_state(task, optimizer, config.seed, layout)
 
     ckpt = Checkpointer(workdir, config.checkpoint, task.metric, task.metric_mode)
     restored, notes = ckpt.restore_latest(state)
@@ -172,9 +227,10 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     if restored is not None:
         state, resume_step = restored, int(restored.step)
         say(f"resumed from checkpoint at step {resume_step} in {ckpt.directory}")
-    metrics_lib.write_config(workdir, config)
-    writer = metrics_lib.MetricsWriter(workdir, resume_step)
-    train_fn, eval_fn = make_step_fns(task, optimizer)
+    if primary:
+        metrics_lib.write_config(workdir, config)
+    writer = metrics_lib.MetricsWriter(workdir, resume_step) if primary else _NoWriter()
+    train_fn, eval_fn = make_step_fns(task, optimizer, layout, shardings)
 
     step = int(state.step)
     eval_metrics, preempted = None, False
@@ -183,12 +239,13 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     diag = config.diagnostics
     try:
         if diag.every and step == 0:
-            _log_gradient_flow(task, diag, state.params, step, writer)
-        with _sigterm_flag() as sigterm:
+            _log_gradient_flow(task, diag, state.params, step, writer, layout)
+        with _preemption_check(ckpt) as preempted_at:
             while step < total:
                 state, m = train_fn(state, task.train_batch(step))
                 step += 1
                 last = step == total
+                stop = preempted_at(step)
                 if step % tc.log_every == 0 or last:
                     m = jax.device_get(m)
                     _check_finite(state, tc.nonfinite)
@@ -203,31 +260,40 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
                 evaluated = step % tc.eval_every == 0 or last
                 if evaluated:
                     t0 = time.perf_counter()
-                    eval_metrics = evaluate(task, eval_fn, state.params)
-                    record = writer.write({"step": step, "split": "eval", **eval_metrics})
+                    # the averaged iterate once iterate averaging has started (optim.average)
+                    eval_metrics = evaluate(task, eval_fn,
+                                            optimizer.eval_params(state.opt_state, state.params))
+                    state = state.replace(
+                        opt_state=optimizer.observe(state.opt_state, eval_metrics["loss"]))
+                    averaging = average_info(state.opt_state)  # {} without averaging
+                    record = writer.write({"step": step, "split": "eval", **eval_metrics,
+                                           **averaging})
                     say(metrics_lib.progress_line(record, total, task.metric))
                     t_log += time.perf_counter() - t0  # eval time is not train speed
                 if diag.every and (step % diag.every == 0 or last):
                     t0 = time.perf_counter()
-                    _log_gradient_flow(task, diag, state.params, step, writer)
+                    _log_gradient_flow(task, diag, state.params, step, writer, layout)
                     t_log += time.perf_counter() - t0
                 k = config.checkpoint
-                due = (last or sigterm["set"]
+                due = (last or stop
                        or (k.every_steps and step % k.every_steps == 0)
-                       or (k.every_secs and time.monotonic() - t_save >= k.every_secs))
+                       or _time_due(k.every_secs, t_save, step, tc.log_every))
                 if due:
                     _check_finite(state, tc.nonfinite)
                     ckpt.save(step, state, eval_metrics if evaluated else None)
                     t_save = time.monotonic()
-                if sigterm["set"] and not last:
+                if stop and not last:
                     preempted = True
                     say(f"SIGTERM: saved a checkpoint at step {step}; exiting")
                     break
         # optional Task member: the test split, evaluated once when training completes
         if (step == total and not preempted and hasattr(task, "test_batches")
-                and not any(r["split"] == "test" and r["step"] == step
-                            for r in metrics_lib.read_metrics(workdir))):
-            test_metrics = evaluate(task, eval_fn, state.params, task.test_batches())
+                and not mesh_lib.agree(primary and any(  # every process evaluates, or none
+                    r["split"] == "test" and r["step"] == step
+                    for r in metrics_lib.read_metrics(workdir)))):
+            test_metrics = evaluate(task, eval_fn,
+                                    optimizer.eval_params(state.opt_state, state.params),
+                                    task.test_batches())
             record = writer.write({"step": step, "split": "test", **test_metrics})
             say(metrics_lib.progress_line(record, total, task.metric))
     finally:

@@ -9,30 +9,30 @@ metrics.jsonl holds one JSON object per logged step and split: at least `step`, 
 `grad_norm_clipped`, `param_norm`, `update_norm`, `clipped`, `learning_rate`, `steps_per_sec`.
 TensorBoard scalars go to `<workdir>/tensorboard` as `<split>/<key>`. On resume, records past
 the restored step (written after the checkpoint by the interrupted run) are dropped, so the file
-reads as one uninterrupted run.
+reads as one uninterrupted run. The workdir may be a `gs://` path (files go through
+`etils.epath`; TensorBoard's writer handles gs:// itself).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
+from etils import epath
 
 
 def write_config(workdir: str, config) -> None:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    (epath.Path(workdir) / "config.json").write_text(
+        config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def read_metrics(workdir: str) -> list[dict]:
     """All records of metrics.jsonl (for tests, comparisons)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _plain(v):
@@ -45,17 +45,16 @@ def _plain(v):
 
 class MetricsWriter:
     def __init__(self, workdir: str, resume_step: int | None = None):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        if resume_step is not None and os.path.exists(self.path):
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-        elif resume_step is None and os.path.exists(self.path):
-            os.remove(self.path)  # a fresh run on this workdir
-        self._file = open(self.path, "a")
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()  # a fresh run on this workdir
+        self._file = self.path.open("a")
         from tensorboardX import SummaryWriter  # imported lazily: slow to import
 
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
 
     def write(self, record: dict) -> dict:
         record = {k: _plain(v) for k, v in record.items()}

@@ -5,10 +5,18 @@
 
 The data position is `step`: a task's train batch is a deterministic function of the step
 (`Task.train_batch(step)`), so restoring `step` restores the data iterator.
+
+On a device mesh (`rnnlab.train.mesh.Layout`) the state is created in place, already sharded:
+
+    state, shardings = create_sharded_state(task, optimizer, seed, layout)
+
+params and optimiser state replicated (or FSDP-sharded), the carry split along its batch axis,
+the scalars and the RNG replicated; `shardings` is the matching TrainState of NamedShardings.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -41,3 +49,26 @@ def create_state(task, optimizer, seed: int) -> TrainState:
         nonfinite_count=jnp.zeros((), jnp.int32),
         first_nonfinite_step=jnp.full((), -1, jnp.int32),
     )
+
+
+def state_shardings(abstract: TrainState, layout) -> TrainState:
+    """The NamedSharding of every leaf of `abstract` (a TrainState of arrays or
+    ShapeDtypeStructs) on `layout` (see the module docstring)."""
+    rep = layout.replicated
+    return TrainState(
+        step=rep,
+        params=layout.param_shardings(abstract.params),
+        opt_state=layout.param_shardings(abstract.opt_state),
+        rng=rep,
+        carry=jax.tree_util.tree_map(lambda _: layout.rows, abstract.carry),
+        nonfinite_count=rep,
+        first_nonfinite_step=rep,
+    )
+
+
+def create_sharded_state(task, optimizer, seed: int, layout) -> tuple[TrainState, TrainState]:
+    """(state, shardings): `create_state` computed under `jit` straight into its shardings on
+    `layout` (no device ever holds a full copy of FSDP-sharded parameters)."""
+    init = functools.partial(create_state, task, optimizer, seed)
+    shardings = state_shardings(jax.eval_shape(init), layout)
+    return jax.jit(init, out_shardings=shardings)(), shardings

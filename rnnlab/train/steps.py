@@ -1,8 +1,9 @@
 """Pure train and eval steps. `make_step_fns` binds them to a task and optimiser under `jax.jit`.
 
-    train_fn, eval_fn = make_step_fns(task, optimizer, nonfinite="stop")
-    state, metrics = train_fn(state, batch)      # state is donated
-    stats, carry = eval_fn(params, carry, batch)
+    state, shardings = create_sharded_state(task, optimizer, seed, layout)   # rnnlab.train.state
+    train_fn, eval_fn = make_step_fns(task, optimizer, layout, shardings)
+    state, metrics = train_fn(state, batch)      # state is donated; batch: this process's rows
+    stats, carry = eval_fn(params, carry, batch)  # carry None: the task's initial carry
 
 `metrics` holds the task's metrics for the batch (always "loss", plus e.g. "mse" or
 "accuracy") and the step diagnostics: grad_norm (global norm before clipping),
@@ -15,7 +16,9 @@ with nonfinite="stop" the loop then raises, with "skip" it goes on.
 
 Truncated BPTT: for tasks with `carries_state`, the carry from the previous batch enters under
 `stop_gradient` (gradients never cross a window boundary) and is reset to the initial carry at
-the start of every epoch (step % steps_per_epoch == 0).
+the start of every epoch (step % steps_per_epoch == 0) unless the task resets it itself
+(`resets_carry`). A task's optional `update_scale(batch)` scales this step's update after
+clipping (its learning rate; see `rnnlab.train.optim`).
 """
 
 from __future__ import annotations
@@ -38,15 +41,18 @@ def train_step(task, optimizer, state: TrainState, batch):
     rng, step_rng = jax.random.split(state.rng)
     carry = state.carry
     if task.carries_state:
-        reset = state.step % task.steps_per_epoch == 0
-        carry = _where(reset, task.initial_carry(task.batch_size), carry)
+        if not getattr(task, "resets_carry", False):  # optional Task member (rnnlab.tasks)
+            reset = state.step % task.steps_per_epoch == 0
+            carry = _where(reset, task.initial_carry(task.batch_size), carry)
         carry = jax.lax.stop_gradient(carry)
     grad_fn = jax.value_and_grad(task.loss, has_aux=True)
     (loss, (stats, new_carry)), grads = grad_fn(state.params, batch, carry, step_rng, True)
 
     clip_state, opt_state = state.opt_state
     clipped_grads, new_clip_state = optimizer.clip.update(grads, clip_state, state.params)
-    updates, new_opt_state = optimizer.update.update(clipped_grads, opt_state, state.params)
+    scale = {"update_scale": task.update_scale(batch)} if hasattr(task, "update_scale") else {}
+    updates, new_opt_state = optimizer.update.update(clipped_grads, opt_state, state.params,
+                                                     **scale)
     new_params = optax.apply_updates(state.params, updates)
 
     grad_norm = optax.tree.norm(grads)
@@ -81,9 +87,30 @@ def eval_step(task, params, carry, batch):
     return stats, new_carry
 
 
-def make_step_fns(task, optimizer):
-    """(train_fn, eval_fn): the two steps bound to `task` and `optimizer`, under `jax.jit`;
-    train_fn donates the incoming state's buffers."""
-    train_fn = jax.jit(functools.partial(train_step, task, optimizer), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(eval_step, task))
+def make_step_fns(task, optimizer, layout, shardings: TrainState):
+    """(train_fn, eval_fn): the two steps bound to `task` and `optimizer` under `jax.jit` on the
+    mesh of `layout` (`rnnlab.train.mesh.Layout`).
+
+    Both take this process's rows of a batch and assemble the global batch split along the data
+    axis (`layout.global_batch`). The state keeps `shardings` (from `create_sharded_state`);
+    metrics and eval statistics come back replicated; train_fn donates the incoming state's
+    buffers. eval_fn(params, None, batch) starts a stream task from its initial carry, split
+    along the batch axis like the batch.
+    """
+    train_jit = jax.jit(functools.partial(train_step, task, optimizer),
+                        out_shardings=(shardings, layout.replicated), donate_argnums=0)
+    eval_jit = jax.jit(functools.partial(eval_step, task),
+                       out_shardings=(layout.replicated, layout.rows))
+    init_carry = jax.jit(task.initial_carry, static_argnums=0, out_shardings=layout.rows)
+
+    def train_fn(state: TrainState, batch):
+        return train_jit(state, layout.global_batch(batch, "the train batch (task.batch_size)"))
+
+    def eval_fn(params, carry, batch):
+        rows = layout.global_rows(batch)
+        batch = layout.global_batch(batch, "an evaluation batch")
+        if carry is None and task.carries_state:
+            carry = init_carry(rows)
+        return eval_jit(params, carry, batch)
+
     return train_fn, eval_fn

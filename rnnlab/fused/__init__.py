@@ -1,0 +1,143 @@
+"""Fused accelerator paths for the LSTM recurrence, and the choice between them and the scan.
+
+    path = select(cell, params, xs, mask=None, lengths=None, requested="auto")
+    carry, ys = fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse)
+
+Paths:
+  "scan"    `jax.lax.scan` over `cell.step` (every cell, every backend; `rnnlab.unroll`'s own).
+  "cudnn"   one cuDNN call per LSTM layer through `jax.experimental.rnn` (`cudnn.py`): CUDA GPU,
+            float32, no peepholes / layer norm, padding given as `lengths` (not a general mask).
+  "pallas"  the Pallas kernel of `pallas_lstm.py`: W_hh resident across time steps, float32 or
+            bfloat16 matmuls with float32 gates and carry, any mask. Compiled on TPU and GPU,
+            interpreted on CPU (slow; for tests). Chosen only on request.
+
+`requested="auto"` takes "cudnn" where it is valid and "scan" otherwise; under `jax.vmap`
+(the cuDNN binding has no batching rule) it falls back to the scan at trace time. Asking for
+"cudnn" or "pallas" where it is not valid is a ValueError that says why.
+
+Limits of the fused paths: they are custom VJPs, so forward-mode autodiff (`jax.jvp`,
+`jax.jacfwd`) through them fails with JAX's "can't apply forward-mode autodiff (jvp) to a
+custom_vjp function"; on a CUDA GPU pass `fused="scan"` for forward-mode studies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.cells.lstm import LSTM, LSTMCarry
+from rnnlab.fused import cudnn
+from rnnlab.fused.pallas_lstm import lstm_recurrence
+
+PATHS = ("auto", "scan", "cudnn", "pallas")
+
+
+def platform() -> str:
+    """'cuda', 'rocm', 'tpu' or 'cpu': where jitted computations run by default."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        version = jax.devices()[0].client.platform_version.lower()
+        return "rocm" if "rocm" in version else "cuda"
+    return backend
+
+
+def _floats(tree):
+    return [leaf.dtype for leaf in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(leaf.dtype, jnp.floating)]
+
+
+def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=None,
+            remat=False) -> list[str]:
+    """The reasons `path` ("cudnn" or "pallas") cannot run this layer; [] when it can."""
+    reasons = []
+    if type(cell) is not LSTM:
+        return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
+    if cell.peepholes or cell.layer_norm:
+        reasons.append("it has no peepholes or layer norm")
+    if remat:
+        reasons.append("remat asks for the scan (the fused path keeps its own activations)")
+    if path == "cudnn":
+        if platform() != "cuda":
+            reasons.append(f"cuDNN needs a CUDA GPU backend, this is {platform()!r}")
+        if mask is not None:
+            reasons.append("cuDNN takes padding as sequence lengths: pass lengths=, not mask=")
+        dtypes = {*_floats(params), xs.dtype, *_floats(carry)}
+        mixed = compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32
+        if dtypes != {jnp.dtype(jnp.float32)} or mixed:
+            reasons.append(f"the cuDNN binding is float32 only (got {sorted(map(str, dtypes))}"
+                           f", compute_dtype={compute_dtype})")
+    elif path == "pallas":
+        allowed = {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}
+        dtypes = {*_floats(params), xs.dtype}
+        if not dtypes <= allowed:
+            reasons.append(f"the kernel takes float32/bfloat16 (got {sorted(map(str, dtypes))})")
+    return reasons
+
+
+def select(cell, params, xs, carry=None, mask=None, compute_dtype=None, remat=False,
+           requested: str = "auto") -> str:
+    """The path `rnnlab.unroll` takes: "scan", "cudnn" or "pallas" (see the module docstring)."""
+    if requested not in PATHS:
+        raise ValueError(f"unknown fused={requested!r}; valid choices: {list(PATHS)}")
+    if requested == "scan":
+        return "scan"
+    if requested == "auto":
+        ok = not why_not("cudnn", cell, params, xs, carry, mask, compute_dtype, remat)
+        return "cudnn" if ok else "scan"
+    reasons = why_not(requested, cell, params, xs, carry, mask, compute_dtype, remat)
+    if reasons:
+        raise ValueError(f"fused={requested!r} cannot run this layer: {'; '.join(reasons)}. "
+                         "Use fused='auto' or 'scan'.")
+    return requested
+
+
+def is_fallback_error(e: Exception) -> bool:
+    """The trace-time error of the cuDNN binding under `jax.vmap` (it has no batching rule)."""
+    return isinstance(e, NotImplementedError) and "'rnn_fwd'" in str(e)
+
+
+def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, reverse=False,
+                 interpret: bool | None = None):
+    """Runs one plain LSTM layer on the fused `path` ("cudnn" or "pallas").
+
+    xs [*batch, time, in]; carry LSTMCarry [*batch, hidden] or None (zeros); mask [*batch, time]
+    or lengths [*batch] (real steps, padding at the end). `params` may hold bfloat16 copies of
+    the float32 parameters (the mixed-precision policy): the kernel multiplies in their dtype.
+    `interpret` (Pallas only) defaults to True on CPU. Same results as `rnnlab.unroll`'s scan.
+    """
+    batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
+    hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
+    x = xs.reshape(b, time, xs.shape[-1])
+    dtype = jnp.float32 if carry is None else carry.h.dtype
+    c0 = (LSTMCarry(jnp.zeros((b, hidden), dtype), jnp.zeros((b, hidden), dtype))
+          if carry is None else LSTMCarry(*(a.reshape(b, hidden) for a in carry)))
+    lens = None if lengths is None else lengths.reshape(b)
+    if path == "cudnn":
+        c, ys = cudnn.cudnn_unroll(params, x, c0, lens, reverse)
+    elif path == "pallas":
+        m = None if mask is None else mask.reshape(b, time).astype(bool)
+        if lens is not None:
+            m = jnp.arange(time)[None] < lens[:, None]
+        xp = cell.project_inputs(params, jnp.moveaxis(x, 1, 0))  # [time, b, 4h]
+        mt = None if m is None else m.T
+        if reverse:
+            xp, mt = xp[::-1], None if mt is None else mt[::-1]
+        if interpret is None:
+            interpret = jax.default_backend() == "cpu"
+        hs, h, cc = lstm_recurrence(xp, params["w_hh"], c0.h, c0.c, mt, interpret=interpret)
+        if reverse:
+            hs = hs[::-1]
+        if m is not None:
+            hs = jnp.where(m.T[..., None], hs, 0.0)
+        ys = jnp.moveaxis(hs, 0, 1).astype(dtype)
+        c = LSTMCarry(h.astype(dtype), cc.astype(dtype))
+    else:
+        raise ValueError(f"fused_unroll runs 'cudnn' or 'pallas', not {path!r}")
+    c = LSTMCarry(*(a.reshape(*batch_shape, hidden) for a in c))
+    return c, ys.reshape(*batch_shape, time, hidden)
+
+
+__all__ = ["PATHS", "cudnn", "fused_unroll", "is_fallback_error", "lstm_recurrence",
+           "platform", "select", "why_not"]
