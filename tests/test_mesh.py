@@ -28,7 +28,7 @@ from rnnlab.train.checkpoint import Checkpointer
 from rnnlab.train.mesh import (AXIS, Layout, distributed_requested, fsdp_spec, make_mesh)
 from rnnlab.train.metrics import read_metrics
 from rnnlab.train.optim import make_optimizer
-from rnnlab.train.state import create_sharded_state
+from rnnlab.train.state import create_sharded_state, create_state
 from _config_helpers import leaves, smoke_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,6 +91,10 @@ def test_one_device_is_a_mesh_of_one():
     state, _ = create_sharded_state(task, optimizer, config.seed, layout)
     for x in jax.tree_util.tree_leaves(state):
         assert x.sharding.mesh.shape == {AXIS: 1} and x.sharding.spec == P()
+    # bitwise the unsharded state: results of runs before the mesh existed reproduce exactly
+    eager = create_state(task, optimizer, config.seed)
+    assert all(np.array_equal(np.atleast_1d(a).view(np.uint8), np.atleast_1d(b).view(np.uint8))
+               for a, b in zip(leaves(eager), leaves(state)))
 
 
 @pytest.mark.parametrize("shape, n, min_size, spec", [

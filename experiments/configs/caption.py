@@ -9,8 +9,9 @@ writes the digits (`rnnlab.tasks.caption`).
 
 Metric: `exact_match` (the greedy caption equals the digits + EOS exactly) on splits "eval"
 and "test"; also `token_accuracy`, `tf_accuracy` and the teacher-forced `loss`.
-Measured (2-core shared CPU, GRU 64, 1,500 steps of 64 images): see the README's
-sequence-task table for the figures and wall time.
+Measured with the first command (default config: GRU 64, 1,500 steps of 64 images; shared
+2-core CPU, load average ~11, 13 min 33 s wall): validation exact match 0.705 @500 steps,
+0.904 @1000, 0.953 @1500 (token accuracy 0.974); test exact match 0.965 (token accuracy 0.983).
 """
 
 from rnnlab.tasks.caption import caption_config

@@ -9,8 +9,12 @@ bidirectional LSTM trained with `optax.ctc_loss` (`rnnlab.tasks.ctc`).
 
 Metric: `ler` (label error rate of greedy best-path decoding: edit distance / reference labels)
 on splits "eval" and "test"; also `sequence_accuracy`, the CTC `loss` per sequence and, with
---config.task.beam_width=K, `beam_ler` (prefix beam search). Measured (2-core shared CPU,
-1,500 steps): see the README's sequence-task table for the figures and wall time.
+--config.task.beam_width=K, `beam_ler` (prefix beam search; this config: K = 4).
+
+Measured with the first command (default config, 1,500 steps of 32 sequences; shared 2-core
+CPU, load average ~10, 4 min 19 s wall): validation LER 0.084 @500 steps, 0.070 @1000, 0.063
+@1500 (beam 0.055, sequence accuracy 0.78); test LER 0.081 (beam 0.070, sequence accuracy
+0.70).
 """
 
 from rnnlab.tasks.ctc import ctc_config

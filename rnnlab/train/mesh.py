@@ -142,6 +142,14 @@ class Layout:
                                                       self.fsdp_min_size))
         return jax.tree_util.tree_map(one, tree)
 
+    def place(self, tree, shardings):
+        """Arrays every process holds in full (the same values) -> global arrays laid out by
+        `shardings` (a matching tree of NamedShardings); each device gets only its shard."""
+        def one(x, sharding):
+            host = np.asarray(x)
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        return jax.tree_util.tree_map(one, tree, shardings)
+
     def check_rows(self, rows: int, what: str) -> None:
         """ConfigError unless `rows` (global) splits evenly across the data axis."""
         if rows % self.size:

@@ -6,7 +6,7 @@
 The data position is `step`: a task's train batch is a deterministic function of the step
 (`Task.train_batch(step)`), so restoring `step` restores the data iterator.
 
-On a device mesh (`rnnlab.train.mesh.Layout`) the state is created in place, already sharded:
+On a device mesh (`rnnlab.train.mesh.Layout`):
 
     state, shardings = create_sharded_state(task, optimizer, seed, layout)
 
@@ -67,8 +67,14 @@ def state_shardings(abstract: TrainState, layout) -> TrainState:
 
 
 def create_sharded_state(task, optimizer, seed: int, layout) -> tuple[TrainState, TrainState]:
-    """(state, shardings): `create_state` computed under `jit` straight into its shardings on
-    `layout` (no device ever holds a full copy of FSDP-sharded parameters)."""
+    """(state, shardings) on `layout`. Replicated parameters: `create_state` as it runs without a
+    mesh (bitwise the same values, so every earlier result reproduces), then placed. FSDP:
+    computed under `jit` straight into its shards, so no device holds a full copy (the values
+    can differ from the eager ones in the last bit: XLA fuses a * b + c)."""
     init = functools.partial(create_state, task, optimizer, seed)
-    shardings = state_shardings(jax.eval_shape(init), layout)
-    return jax.jit(init, out_shardings=shardings)(), shardings
+    if layout.fsdp:
+        shardings = state_shardings(jax.eval_shape(init), layout)
+        return jax.jit(init, out_shardings=shardings)(), shardings
+    state = init()
+    shardings = state_shardings(state, layout)
+    return layout.place(state, shardings), shardings
