@@ -69,6 +69,7 @@ def test_captioner_teacher_forcing_equals_step_decoding():
     np.testing.assert_allclose(logits, stepped, atol=1e-5)
 
 
+@pytest.mark.slow  # ~20 s of compiles; the engine path is covered by the seq2seq smoke run
 def test_smoke_run_reports_caption_metrics(tmp_path):
     config = smoke_config("caption")
     result = train_and_evaluate(config, str(tmp_path))
@@ -80,6 +81,11 @@ def test_smoke_run_reports_caption_metrics(tmp_path):
         for key in ("exact_match", "token_accuracy", "tf_accuracy"):
             assert 0.0 <= r[key] <= 1.0
         assert np.isfinite(r["loss"])
+
+
+def test_config_errors():
+    validate(smoke_config("caption"))
+    validate(smoke_config("caption", ""))
     with pytest.raises(ValueError, match="unknown variant"):
         smoke_config("caption", "big")
     for key, value in [("model.conv_features", (4, 4, 4, 4, 4)), ("task.min_digits", 0),

@@ -121,6 +121,7 @@ def test_generated_frames_spell_their_labels():
     assert seen_repeat
 
 
+@pytest.mark.slow  # ~20 s of compiles; the engine path is covered by the seq2seq smoke run
 def test_smoke_run_reports_ctc_metrics(tmp_path):
     config = smoke_config("ctc")
     result = train_and_evaluate(config, str(tmp_path))
@@ -131,6 +132,13 @@ def test_smoke_run_reports_ctc_metrics(tmp_path):
     for r in evals:
         assert r["ler"] >= 0 and 0 <= r["sequence_accuracy"] <= 1
         assert np.isfinite(r["loss"]) and r["loss"] > 0
+
+
+def test_config_errors():
+    validate(smoke_config("ctc"))
+    validate(smoke_config("ctc", ""))
+    with pytest.raises(ValueError, match="unknown variant"):
+        smoke_config("ctc", "big")
     with pytest.raises(ConfigError, match="min_run"):
         validate(smoke_config("ctc", **{"task.min_run": 0}))
 

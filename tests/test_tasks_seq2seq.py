@@ -247,6 +247,8 @@ def test_parallel_files_task(tmp_path):
 
 
 def test_config_errors():
+    for variant in ("reverse", "sort,bahdanau", "add,luong_dot", "smoke,luong_general"):
+        validate(smoke_config("seq2seq", variant))
     with pytest.raises(ValueError, match="unknown variant"):
         smoke_config("seq2seq", "reverse,sort")
     for key, value, match in [("model.attention", "luong", "attention"),

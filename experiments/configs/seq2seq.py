@@ -9,19 +9,29 @@ an attention (bahdanau, luong_dot, luong_general; default none), or smoke.
         --workdir=runs/s2s_reverse_att
     python -m experiments.train --config=experiments/configs/seq2seq.py:add,luong_general \
         --workdir=runs/s2s_add
-    python -m experiments.train --config=experiments/configs/seq2seq.py:files,bahdanau \
+    # parallel text files; demo files (DIR = runs/rev_files): python -c "from
+    #   rnnlab.data.seq2seq import write_generated_files as w; w('runs/rev_files', 'reverse',
+    #   {'train': 20000, 'valid': 512, 'test': 512}, 1, 10)"
+    python -m experiments.train --config=experiments/configs/seq2seq.py:files,luong_general \
         --workdir=runs/s2s_files --config.task.files.train_source=DIR/train.src \
         --config.task.files.train_target=DIR/train.tgt ... (valid_*, test_* likewise)
-    # demo files: python -c "from rnnlab.data.seq2seq import write_generated_files as w;
-    #   w('runs/rev_files', 'reverse', {'train': 20000, 'valid': 512, 'test': 512}, 1, 10)"
     # a seconds-long smoke run: seq2seq.py:smoke (also smoke,bahdanau ...)
 
 Metric: `exact_match` (greedy decode equals the target, EOS included) on splits "eval" and
 "test"; also `token_accuracy`, `tf_accuracy`, the teacher-forced `loss`, and
 `beam_exact_match` with --config.task.beam_width=K.
 
-Measured (2-core shared CPU; `reverse`: lengths 1-10 over 10 digits, 1-layer LSTM 128,
-batch 64, 3,000 steps): see the README's sequence-task table for the figures and wall times.
+Measured (shared 2-core CPU, load average ~8; default config: reverse digit strings of length
+1-20, 1-layer LSTM 128 encoder and decoder, batch 64, 3,000 steps; 512 validation and 512
+test strings):
+  reverse            exact match 0.430 @500 steps, 0.602 @1000, 0.953 @3000 (token accuracy
+                     0.982); test 0.955; 4 min 27 s wall
+  reverse,bahdanau   exact match 0.992 @500, 1.000 from @1000 on; test 1.000; 16 min 57 s wall
+                     (a step costs ~1.8x the no-attention step: the attention is a scan)
+  files,luong_general  on files written by the demo command above (20,000 reversed strings of
+                     length 1-10), --config.train.steps=1000: exact match 1.000 @500 and
+                     @1000, test 1.000; 2 min 6 s wall
+sort, add and beam search at full size were not measured.
 """
 
 from rnnlab.tasks.seq2seq import seq2seq_config
