@@ -231,6 +231,7 @@ def test_auto_picks_cudnn_only_where_valid(monkeypatch):
     assert fused.select(cell, params, xs, carry) == "scan"
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_scan_under_vmap(monkeypatch):
     """The real binding has no vmap rule: "auto" takes the scan at trace time (checked on CPU
     with a pretended CUDA backend: the batching error comes before any GPU work)."""
