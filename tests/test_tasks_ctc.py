@@ -14,8 +14,7 @@ import pytest
 from rnnlab.data import ctc as data
 from rnnlab.models import ctc
 from rnnlab.train import ConfigError, train_and_evaluate, validate
-from rnnlab.train.metrics import read_metrics
-from _config_helpers import smoke_config
+from _config_helpers import smoke_config, smoke_eval_records
 
 
 def _collapse(path):
@@ -123,12 +122,7 @@ def test_generated_frames_spell_their_labels():
 
 @pytest.mark.slow  # ~20 s of compiles; the engine path is covered by the seq2seq smoke run
 def test_smoke_run_reports_ctc_metrics(tmp_path):
-    config = smoke_config("ctc")
-    result = train_and_evaluate(config, str(tmp_path))
-    assert int(result.state.step) == config.train.steps
-    records = read_metrics(str(tmp_path))
-    evals = [r for r in records if r["split"] in ("eval", "test")]
-    assert [(r["step"], r["split"]) for r in evals] == [(3, "eval"), (6, "eval"), (6, "test")]
+    evals = smoke_eval_records("ctc", tmp_path)
     for r in evals:
         assert r["ler"] >= 0 and 0 <= r["sequence_accuracy"] <= 1
         assert np.isfinite(r["loss"]) and r["loss"] > 0
