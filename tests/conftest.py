@@ -9,6 +9,20 @@ residual connections).
 from __future__ import annotations
 
 import functools
+import os
+
+# The suite's time is mostly XLA compiles of small programs, not running them: LLVM's backend
+# optimisation off cuts compile time by about a third and changes no result a test checks
+# (all comparisons are within one setting or to a tolerance). Set before JAX starts a backend;
+# subprocesses inherit it (tests that add flags append to it: `xla_flags(...)`).
+os.environ["XLA_FLAGS"] = " ".join(
+    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f)
+
+
+def xla_flags(*flags: str) -> str:
+    """The suite's XLA_FLAGS plus `flags`, for a subprocess's environment."""
+    return " ".join((os.environ["XLA_FLAGS"], *flags))
+
 
 import jax
 import jax.numpy as jnp

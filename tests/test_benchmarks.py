@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import xla_flags
 
 from experiments.benchmarks import speed
 
@@ -95,7 +96,7 @@ def test_xla_flags_child_reports_gflops():
     """One child of --bench=xla_flags under this jaxlib with a non-default switch."""
     import os
 
-    env = dict(os.environ, XLA_FLAGS="--xla_cpu_use_xnnpack=false")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_cpu_use_xnnpack=false"))
     cmd = [sys.executable, "-m", "experiments.benchmarks.micro", "--child=lstm_step",
            "--seconds=0.05"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)

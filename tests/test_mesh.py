@@ -18,9 +18,10 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import xla_flags
 from jax.sharding import PartitionSpec as P
 
-from rnnlab.data.hosts import process_rows, process_split
+from rnnlab.data.hosts import local_batch, process_rows, process_split
 from rnnlab.data.lm import LMStream
 from rnnlab.tasks import make_task
 from rnnlab.train import ConfigError, train_and_evaluate, validate
@@ -38,7 +39,7 @@ ATOL, RTOL = 1e-6, 1e-5
 
 def _eight_devices(tmp_path, which: str) -> dict:
     """Runs tests/_mesh_check.py `which` in a subprocess with 8 simulated CPU devices."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"),
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, os.path.join("tests", "_mesh_check.py"),
                            str(tmp_path), which], cwd=ROOT, env=env, capture_output=True,
@@ -172,6 +173,39 @@ def test_process_split():
         process_split("train", 3, 3)
 
 
+@pytest.mark.parametrize("name", ["adding", "copy", "imdb", "tagging", "forecast", "seq2seq",
+                                  "caption", "ctc"])
+def test_task_batches_split_across_processes(name, monkeypatch, tmp_path):
+    """Every task family's train, validation and test batches: the rows two processes read,
+    stacked in process order, are the batch one process reads (the engine's assumption)."""
+    def batches(process_index, process_count):
+        monkeypatch.setattr(jax, "process_index", lambda: process_index)
+        monkeypatch.setattr(jax, "process_count", lambda: process_count)
+        task = make_task(smoke_config(name, **{"task.batch_size": 4}))
+        if hasattr(task, "prepare"):
+            task.prepare(str(tmp_path / f"{process_index}_of_{process_count}"))
+        out = [task.train_batch(0), task.train_batch(5), next(iter(task.eval_batches()))]
+        return out + [next(iter(task.test_batches()))] if hasattr(task, "test_batches") else out
+
+    whole, parts = batches(0, 1), [batches(p, 2) for p in range(2)]
+    for w, p0, p1 in zip(whole, *parts):
+        assert jax.tree_util.tree_structure(w) == jax.tree_util.tree_structure(p0)
+        for a, b, c in zip(*(jax.tree_util.tree_leaves(x) for x in (w, p0, p1))):
+            if np.ndim(a):
+                assert len(b) == len(a) // 2
+                np.testing.assert_array_equal(np.concatenate([b, c]), a)
+            else:
+                assert a == b == c
+
+
+def test_local_batch_errors():
+    assert local_batch({"x": np.zeros(3)}, 0, 1)["x"].shape == (3,)
+    with pytest.raises(ValueError, match="share their leading"):
+        local_batch({"x": np.zeros(4), "y": np.zeros(2)}, 0, 2)
+    with pytest.raises(ValueError, match="3 rows cannot be split evenly across 2"):
+        local_batch({"x": np.zeros(3)}, 1, 2)
+
+
 def test_distributed_switch():
     assert distributed_requested(True, {}) and not distributed_requested(False, {})
     assert not distributed_requested(None, {})
@@ -203,7 +237,7 @@ def test_two_processes_match_one(name, overrides, tmp_path):
             "--config.checkpoint.async_save=False", "--distributed",
             f"--coordinator_address=localhost:{port}", "--num_processes=2"]
     args += [f"--config.{k}={v}" for k, v in overrides.items()]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"),
                JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen([sys.executable, "-m", "experiments.train", *args,
                                f"--process_id={i}"], cwd=ROOT, env=env,

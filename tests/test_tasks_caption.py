@@ -68,7 +68,6 @@ def test_captioner_teacher_forcing_equals_step_decoding():
     np.testing.assert_allclose(logits, stepped, atol=1e-5)
 
 
-@pytest.mark.slow  # ~20 s of compiles; the engine path is covered by the seq2seq smoke run
 def test_smoke_run_reports_caption_metrics(tmp_path):
     evals = smoke_eval_records("caption", tmp_path)
     for r in evals:
@@ -95,3 +94,26 @@ def test_learns_to_read_digits(tmp_path):
     result = train_and_evaluate(config, str(tmp_path))
     assert result.eval_metrics["token_accuracy"] > 0.5
     assert result.eval_metrics["beam_exact_match"] >= result.eval_metrics["exact_match"] - 0.1
+
+
+def test_recurrent_probe_is_the_decoders_first_layer():
+    """The probe's (cell, params, xs, carry) rerun through `unroll` give the model's logits
+    (one layer, no attention: logits = outputs @ w_out + b_out), and diagnostics run on it."""
+    from rnnlab.diagnostics import gradient_flow_metrics
+    from rnnlab.tasks import make_task
+    from rnnlab.train.loop import recurrent_probe
+
+    task = make_task(smoke_config("caption"))
+    params = task.init(jax.random.PRNGKey(0))
+    batch = task.train_batch(0)
+    cell, cell_params, xs, carry = recurrent_probe(task, params, batch)
+    outs = rnnlab.unroll(cell, cell_params, xs, carry)[1]
+    p = params["decoder"]
+    logits = task.model.apply({"params": params}, batch["image"],
+                              s2s.shift_right(batch["target"]))
+    np.testing.assert_allclose(outs @ p["w_out"] + p["b_out"], logits, atol=1e-5)
+    flow = gradient_flow_metrics(cell, cell_params, xs, carry=carry, lags=(1, 2), prefix="")
+    assert np.isfinite(flow["rate"]) and flow["grad_norm@1"] > 0
+    bahdanau = make_task(smoke_config("caption", **{"model.attention": "bahdanau"}))
+    with pytest.raises(ValueError, match="Bahdanau"):
+        recurrent_probe(bahdanau, bahdanau.init(jax.random.PRNGKey(0)), batch)

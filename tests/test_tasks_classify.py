@@ -79,7 +79,6 @@ def test_imdb_task_on_tfds_mock_data(mock_imdb, tmp_path):
         other.prepare(str(tmp_path / "run"))
 
 
-@pytest.mark.slow  # ~15 s; the pieces are checked without training above
 def test_imdb_smoke_run_through_train_and_evaluate(mock_imdb, tmp_path):
     config = _imdb_config(tmp_path)
     result = train_and_evaluate(config, str(tmp_path / "run"))

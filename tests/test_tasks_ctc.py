@@ -120,7 +120,6 @@ def test_generated_frames_spell_their_labels():
     assert seen_repeat
 
 
-@pytest.mark.slow  # ~20 s of compiles; the engine path is covered by the seq2seq smoke run
 def test_smoke_run_reports_ctc_metrics(tmp_path):
     evals = smoke_eval_records("ctc", tmp_path)
     for r in evals:

@@ -139,7 +139,6 @@ def test_ridge_readout_against_numpy_lstsq():
         np.testing.assert_allclose(np.asarray(got["b"]), want[-1], atol=2e-4)
 
 
-@pytest.mark.slow  # ~10 s; the metrics are checked without training below
 def test_forecast_smoke_run_through_train_and_evaluate(tmp_path):
     config = smoke_config("forecast", **{"checkpoint.every_steps": 0})
     result = train_and_evaluate(config, str(tmp_path))
@@ -210,7 +209,6 @@ def test_esn_readout_on_mackey_glass_windows():
     assert metrics["mse"] < 0.1 * metrics["mse_naive"]
 
 
-@pytest.mark.slow  # ~15 s: fits the ESN and trains the LSTM (covered piecewise above)
 def test_esn_experiment_smoke(tmp_path):
     from experiments import esn_forecast
     from experiments.configs.esn_mackey_glass import get_config

@@ -33,7 +33,6 @@ BRUSSELS NNP B-LOC
 """
 
 
-@pytest.mark.slow  # ~10 s; the metrics are checked without training in the CoNLL test
 def test_smoke_run_through_train_and_evaluate(tmp_path):
     config = smoke_config("tagging", **{"checkpoint.every_steps": 0})
     task = make_task(config)

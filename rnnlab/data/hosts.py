@@ -8,6 +8,7 @@ process, so these rows are exactly the shards that live on process p's devices, 
 
     rows = process_rows(20, jax.process_index(), jax.process_count())   # slice(0, 20) on one host
     split = process_split("train", jax.process_index(), jax.process_count())  # TFDS datasets
+    batch = local_batch(global_batch)   # a task's batch dict: this process's rows of each array
 """
 
 from __future__ import annotations
@@ -38,3 +39,23 @@ def process_split(split: str, process_index: int, process_count: int) -> str:
     import tensorflow_datasets as tfds  # slow to import: only for multi-process dataset reads
 
     return tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+
+
+def local_batch(batch, process_index: int | None = None, process_count: int | None = None):
+    """This process's rows of `batch`, a pytree of arrays sharing one leading (row) axis
+    (scalars are kept whole); the process defaults to `jax.process_index()` of
+    `jax.process_count()`. On one process the batch itself is returned."""
+    import jax
+    import numpy as np
+
+    p = jax.process_index() if process_index is None else process_index
+    n = jax.process_count() if process_count is None else process_count
+    _check(p, n)
+    if n == 1:
+        return batch
+    rows = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch) if np.ndim(x)}
+    if len(rows) != 1:
+        raise ValueError(f"a batch's arrays must share their leading (row) axis to be split "
+                         f"across processes, got leading sizes {sorted(rows)}")
+    mine = process_rows(rows.pop(), p, n)
+    return jax.tree_util.tree_map(lambda x: x[mine] if np.ndim(x) else x, batch)

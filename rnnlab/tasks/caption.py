@@ -21,7 +21,7 @@ import ml_collections
 from rnnlab.data import digits
 from rnnlab.data.seq2seq import GENERATED_VOCAB
 from rnnlab.models.captioner import Captioner
-from rnnlab.models.seq2seq import Decoder
+from rnnlab.models.seq2seq import Decoder, shift_right
 from rnnlab.tasks import register
 from rnnlab.tasks.seq2seq import (DecoderTask, GeneratedBatches, check_decoder_fields,
                                   check_fields, decoder_model_fields, decoder_task_fields)
@@ -96,6 +96,20 @@ class CaptionTask(GeneratedBatches, DecoderTask):
         self.target_width = t.max_digits + 1
         self._set_decoding(t)
         self.model = make_model(config)
+
+    def recurrent_probe(self, params, batch):
+        """(cell, cell_params, xs, carry) for `rnnlab.diagnostics`: the decoder's first recurrent
+        layer on its teacher-forced inputs (embedded BOS, y_1, ...), starting from the carry the
+        image features give it. The model has no `Recurrent` layer the engine could find."""
+        decoder = self.model.decoder
+        if decoder.attention == "bahdanau":
+            raise ValueError("diagnostics: with Bahdanau attention the first decoder layer's "
+                             "input depends on its own state, so it is not a fixed sequence xs; "
+                             "probe a model with model.attention='none' or a Luong attention")
+        _, carry = self.model.apply({"params": params}, batch[self.input_key], method="encode")
+        p = params["decoder"]
+        xs = p["embedding"][shift_right(batch["target"])]
+        return decoder.cells[0], p["rnn"][0], xs, carry[0]
 
     def _generate(self, rng) -> dict:
         images, captions = digits.render_batch(rng, self.batch_size, self.min_digits,

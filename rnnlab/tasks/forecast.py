@@ -31,7 +31,8 @@ import numpy as np
 from rnnlab.data import timeseries as ts
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.tasks import register
-from rnnlab.tasks.padded import check_fields, local_rows
+from rnnlab.data.hosts import local_batch
+from rnnlab.tasks.padded import check_fields
 from rnnlab.train.config import ConfigError, base_config, make_cells
 
 SERIES = ("sines", "ar", "mackey_glass", "csv")
@@ -164,13 +165,13 @@ class ForecastTask:
     def train_batch(self, step: int) -> dict:
         epoch, i = divmod(int(step), self.steps_per_epoch)
         idx = self._epoch_order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        return local_rows(window_batch(self.data.splits["train"], idx, self.batch_size))
+        return local_batch(window_batch(self.data.splits["train"], idx, self.batch_size))
 
     def _split_batches(self, name: str) -> list:
         if name not in self._eval:
             split, rows = self.data.splits[name], self.eval_batch_size
             n = len(split.inputs)
-            self._eval[name] = [local_rows(window_batch(split, np.arange(i, min(i + rows, n)), rows))
+            self._eval[name] = [local_batch(window_batch(split, np.arange(i, min(i + rows, n)), rows))
                                 for i in range(0, n, rows)]
         return self._eval[name]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -30,7 +29,7 @@ import optax
 from etils import epath
 
 from rnnlab.data.buckets import PaddedExamples, bucket_lengths
-from rnnlab.data.hosts import process_rows
+from rnnlab.data.hosts import local_batch
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.train.config import ConfigError, make_cells
@@ -86,12 +85,6 @@ def save_or_check_run_files(workdir: str, vocab: Vocab, label_names) -> None:
                          f"{list(label_names)}; use a new workdir")
 
 
-def local_rows(batch: dict) -> dict:
-    """This process's rows of a global batch (all of them on one host)."""
-    mine = process_rows(len(batch["weights"]), jax.process_index(), jax.process_count())
-    return {k: v[mine] for k, v in batch.items()}
-
-
 class PaddedTask:
     """Base class; see the module docstring."""
 
@@ -134,12 +127,12 @@ class PaddedTask:
 
     def train_batch(self, step: int) -> dict:
         epoch, i = divmod(int(step), self.steps_per_epoch)
-        return local_rows(self.splits["train"].batch(self._epoch_order(epoch)[i], self.batch_size))
+        return local_batch(self.splits["train"].batch(self._epoch_order(epoch)[i], self.batch_size))
 
     def _split_batches(self, name: str) -> list:
         if name not in self._eval:
             data = self.splits[name]
-            self._eval[name] = [local_rows(data.batch(idx, self.eval_batch_size))
+            self._eval[name] = [local_batch(data.batch(idx, self.eval_batch_size))
                                 for idx in data.eval_order(self.eval_batch_size)]
         return self._eval[name]
 

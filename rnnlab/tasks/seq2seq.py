@@ -40,6 +40,7 @@ import numpy as np
 
 import rnnlab
 from rnnlab.data import seq2seq as data
+from rnnlab.data.hosts import local_batch
 from rnnlab.data.vocab import Vocab
 from rnnlab.models import seq2seq as s2s
 from rnnlab.models.decoding import match_stats
@@ -153,7 +154,8 @@ class GeneratedBatches:
     num_eval_batches = 1
 
     def _batch(self, split: int, index: int) -> dict:
-        return self._generate(np.random.default_rng([self.seed, split, int(index)]))
+        # every process draws the whole global batch (cheap) and keeps its own rows
+        return local_batch(self._generate(np.random.default_rng([self.seed, split, int(index)])))
 
     def train_batch(self, step: int) -> dict:
         return self._batch(TRAIN, step)
@@ -314,7 +316,7 @@ class Seq2SeqTask(GeneratedBatches, DecoderTask):
         src, tgt = self.arrays["train"]
         order = np.random.default_rng([self.seed, TRAIN, epoch]).permutation(len(src))
         rows = order[i * self.batch_size:(i + 1) * self.batch_size]
-        return {"source": src[rows], "target": tgt[rows]}
+        return local_batch({"source": src[rows], "target": tgt[rows]})
 
     def _file_batches(self, split: str) -> list:
         src, tgt = self.arrays[split]
@@ -322,8 +324,8 @@ class Seq2SeqTask(GeneratedBatches, DecoderTask):
         for i in range(0, len(src), b):
             s, g = src[i:i + b], tgt[i:i + b]
             fill = b - len(s)  # empty rows (all PAD): left out of every metric
-            out.append({"source": np.pad(s, ((0, fill), (0, 0))),
-                        "target": np.pad(g, ((0, fill), (0, 0)))})
+            out.append(local_batch({"source": np.pad(s, ((0, fill), (0, 0))),
+                                    "target": np.pad(g, ((0, fill), (0, 0)))}))
         return out
 
     def eval_batches(self) -> list:
