@@ -16,8 +16,8 @@ Speed and memory options (none changes the results beyond float rounding):
                  sqrt(time) steps (only the carries between chunks are stored), an int k chunks
                  of k steps (1 = every step).
   fused          "auto" runs a plain float32 LSTM layer without a general mask through cuDNN
-                 on a CUDA GPU and everything else through the scan; "scan", "cudnn", "pallas"
-                 force a path (`rnnlab.fused`). The fused paths support reverse-mode autodiff
+                 on a CUDA GPU and everything else through the scan; "scan", "cudnn", "pallas",
+                 "vjp" force a path (`rnnlab.fused`). The fused paths support reverse-mode autodiff
                  only: for `jax.jvp` / `jax.jacfwd` through an LSTM on a GPU pass "scan".
   compute_dtype  mixed precision: e.g. "bfloat16" multiplies in bfloat16 while parameters,
                  carry, gates and accumulation stay float32 (the floating parameters are cast
@@ -124,7 +124,7 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
         chunks of about sqrt(time) steps, an int k in chunks of k steps.
       lengths: optional [*batch] ints, the number of real steps of each sequence (padding at the
         end): the same as mask = arange(time) < lengths, and the form cuDNN accepts.
-      fused: "auto", "scan", "cudnn" or "pallas": see `rnnlab.fused`.
+      fused: "auto", "scan", "cudnn", "pallas" or "vjp": see `rnnlab.fused`.
       compute_dtype: None (the cell's `compute_dtype` field; None there too: the parameters'
         dtype) or e.g. "bfloat16" (mixed precision, see the module docstring).
 
@@ -151,10 +151,14 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
             mask = jnp.arange(xs.shape[-2]) < lengths[..., None]
         return cell.parallel_unroll(params, xs, carry, mask, reverse)
 
+    time = xs.shape[-2]
+    if unroll in ("auto", 0):
+        unroll = auto_unroll(math.prod(xs.shape[:-2]), cell.hidden_size, time)
     path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused)
     if path != "scan":
         try:
-            return fused_lib.fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse)
+            return fused_lib.fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse,
+                                          unroll=unroll)
         except NotImplementedError as e:  # under vmap: the cuDNN binding has no batching rule
             if fused != "auto" or not fused_lib.is_fallback_error(e):
                 raise
@@ -185,9 +189,6 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
             y = jnp.where(keep, y, jnp.zeros((), y.dtype))
         return new_c, y
 
-    time = xs.shape[-2]
-    if unroll in ("auto", 0):
-        unroll = auto_unroll(math.prod(xs.shape[:-2]), cell.hidden_size, time)
     carry, ys = _scan(body, project, carry, xs_t, ms, time, reverse, unroll, remat)
     return carry, jnp.moveaxis(ys, 0, -2)
 

@@ -193,6 +193,34 @@ def test_cudnn_glue_matches_scan_with_lengths(monkeypatch, reverse):
     np.testing.assert_array_equal(np.asarray(ys[0, 2]), 0.0)
 
 
+# --- the hand-written VJP on lax.scan ("vjp": any backend) -----------------------------------
+
+
+@pytest.mark.parametrize("reverse,unroll", [(False, 1), (True, 3)], ids=["fwd", "rev-unroll3"])
+def test_vjp_path_matches_scan_with_mask(reverse, unroll):
+    """Outputs, final carry and gradients of the hand-written backward equal autodiff of the
+    scan: a mask with a hole and padding, forwards and backwards, unrolled or not."""
+    cell, params, xs, carry = _problem()
+    mask = (jnp.arange(T)[None] < LENGTHS[:, None]).at[0, 2].set(False)
+    run = lambda path: lambda p, x, c: rnnlab.unroll(  # noqa: E731
+        cell, p, x, c, mask=mask, reverse=reverse, fused=path, unroll=unroll)
+    _assert_same_run(run("vjp"), run("scan"), params, xs, carry)
+
+
+def test_vjp_path_lengths_zero_carry_extra_axes_and_bfloat16():
+    cell, params, xs, carry = _problem(batch_shape=(2, B))
+    lengths = jnp.stack([jnp.asarray(LENGTHS), jnp.asarray([1, T, 2])])
+    run = lambda path: lambda p, x, c: rnnlab.unroll(  # noqa: E731
+        cell, p, x, c, lengths=lengths, fused=path)
+    _assert_same_run(run("vjp"), run("scan"), params, xs, carry)
+    zero = jax.jit(lambda p, x: rnnlab.unroll(cell, p, x, fused="vjp"))(params, xs)
+    tree_allclose(zero, rnnlab.unroll(cell, params, xs, fused="scan"), atol=1e-5)
+    bf16 = lambda path: lambda p, x, c: rnnlab.unroll(  # noqa: E731
+        cell, p, x, c, fused=path, compute_dtype="bfloat16")
+    _assert_same_run(bf16("vjp"), bf16("scan"), params, xs, carry, atol=1e-4, grad_atol=1e-2,
+                     grad_rtol=1e-2)
+
+
 # --- choosing the path -----------------------------------------------------------------------
 
 

@@ -65,7 +65,7 @@ flags.DEFINE_bool("quick", False, "smoke run: small shapes, 3 steps, 1 warm-up")
 flags.DEFINE_bool("remat", True, "also measure rnnlab LSTM with remat on workload L")
 flags.DEFINE_string("unroll", "auto", "rnnlab scan unroll: an int, or auto (the engine's "
                     "per-shape table, rnnlab.unroll.auto_unroll)")
-flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas"],
+flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp"],
                   "rnnlab LSTM path (rnnlab.fused); auto = cuDNN on a CUDA GPU, else the scan")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "rnnlab compute dtype (bfloat16: params, carry, accumulation stay float32)")

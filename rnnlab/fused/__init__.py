@@ -10,6 +10,10 @@ Paths:
   "pallas"  the Pallas kernel of `pallas_lstm.py`: W_hh resident across time steps, float32 or
             bfloat16 matmuls with float32 gates and carry, any mask. Compiled on TPU and GPU,
             interpreted on CPU (slow; for tests). Chosen only on request.
+  "vjp"     the same hand-written backward pass as "pallas" with both loops on `lax.scan`
+            (`pallas_lstm.lstm_recurrence_scan`): the forward saves only (h, c) per step, the
+            backward runs one matmul per step, and dW_hh is one matmul after the loop instead
+            of an accumulation inside it. Any backend, any mask.
 
 `requested="auto"` takes "cudnn" where it is valid and "scan" otherwise; under `jax.vmap`
 (the cuDNN binding has no batching rule) it falls back to the scan at trace time. Asking for
@@ -29,9 +33,9 @@ import jax.numpy as jnp
 
 from rnnlab.cells.lstm import LSTM, LSTMCarry
 from rnnlab.fused import cudnn
-from rnnlab.fused.pallas_lstm import lstm_recurrence
+from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 
-PATHS = ("auto", "scan", "cudnn", "pallas")
+PATHS = ("auto", "scan", "cudnn", "pallas", "vjp")
 
 
 def platform() -> str:
@@ -68,7 +72,7 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
         if dtypes != {jnp.dtype(jnp.float32)} or mixed:
             reasons.append(f"the cuDNN binding is float32 only (got {sorted(map(str, dtypes))}"
                            f", compute_dtype={compute_dtype})")
-    elif path == "pallas":
+    elif path in ("pallas", "vjp"):
         allowed = {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}
         dtypes = {*_floats(params), xs.dtype}
         if not dtypes <= allowed:
@@ -99,13 +103,14 @@ def is_fallback_error(e: Exception) -> bool:
 
 
 def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, reverse=False,
-                 interpret: bool | None = None):
-    """Runs one plain LSTM layer on the fused `path` ("cudnn" or "pallas").
+                 interpret: bool | None = None, unroll: int = 1):
+    """Runs one plain LSTM layer on the fused `path` ("cudnn", "pallas" or "vjp").
 
     xs [*batch, time, in]; carry LSTMCarry [*batch, hidden] or None (zeros); mask [*batch, time]
     or lengths [*batch] (real steps, padding at the end). `params` may hold bfloat16 copies of
     the float32 parameters (the mixed-precision policy): the kernel multiplies in their dtype.
-    `interpret` (Pallas only) defaults to True on CPU. Same results as `rnnlab.unroll`'s scan.
+    `interpret` (Pallas only) defaults to True on CPU; `unroll` ("vjp" only) is the scans'
+    unroll factor. Same results as `rnnlab.unroll`'s scan.
     """
     batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
     hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
@@ -116,7 +121,7 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     lens = None if lengths is None else lengths.reshape(b)
     if path == "cudnn":
         c, ys = cudnn.cudnn_unroll(params, x, c0, lens, reverse)
-    elif path == "pallas":
+    elif path in ("pallas", "vjp"):
         m = None if mask is None else mask.reshape(b, time).astype(bool)
         if lens is not None:
             m = jnp.arange(time)[None] < lens[:, None]
@@ -124,9 +129,12 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         mt = None if m is None else m.T
         if reverse:
             xp, mt = xp[::-1], None if mt is None else mt[::-1]
-        if interpret is None:
-            interpret = jax.default_backend() == "cpu"
-        hs, h, cc = lstm_recurrence(xp, params["w_hh"], c0.h, c0.c, mt, interpret=interpret)
+        if path == "vjp":
+            hs, h, cc = lstm_recurrence_scan(xp, params["w_hh"], c0.h, c0.c, mt, unroll=unroll)
+        else:
+            if interpret is None:
+                interpret = jax.default_backend() == "cpu"
+            hs, h, cc = lstm_recurrence(xp, params["w_hh"], c0.h, c0.c, mt, interpret=interpret)
         if reverse:
             hs = hs[::-1]
         if m is not None:
@@ -134,10 +142,11 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         ys = jnp.moveaxis(hs, 0, 1).astype(dtype)
         c = LSTMCarry(h.astype(dtype), cc.astype(dtype))
     else:
-        raise ValueError(f"fused_unroll runs 'cudnn' or 'pallas', not {path!r}")
+        raise ValueError(f"fused_unroll runs 'cudnn', 'pallas' or 'vjp', not {path!r}")
     c = LSTMCarry(*(a.reshape(*batch_shape, hidden) for a in c))
     return c, ys.reshape(*batch_shape, time, hidden)
 
 
 __all__ = ["PATHS", "cudnn", "fused_unroll", "is_fallback_error", "lstm_recurrence",
+           "lstm_recurrence_scan",
            "platform", "select", "why_not"]

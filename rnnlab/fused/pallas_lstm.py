@@ -200,36 +200,99 @@ def _backward_call(acts, tc, cp, dhs, wt, dh_t, dc_t, mask, *, interpret, block_
                           name="rnnlab_lstm_backward")(*args)
 
 
+# --- the same two loops on lax.scan (XLA, any backend) -----------------------------------------
+
+
+def _forward_scan(xp, w, h0, c0, mask, *, save_cells, unroll):
+    """`_forward_call` as a `lax.scan`: per step one fused matmul and the gate arithmetic.
+    With `save_cells` it also returns the gate activations [time, batch, 4 hidden] (i, f, g, o),
+    which the backward pass then reads instead of recomputing them."""
+    hidden = h0.shape[-1]
+
+    def step(carry, inputs):
+        h, c = carry
+        x, keep = inputs
+        i, f, g, o = _gates(x.astype(F32) + _dot(h, w), hidden)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        if keep is not None:
+            h_new, c_new = jnp.where(keep > 0, h_new, h), jnp.where(keep > 0, c_new, c)
+        if save_cells:
+            return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+        return (h_new, c_new), h_new
+
+    (h_t, c_t), out = jax.lax.scan(step, (h0, c0), (xp, mask), unroll=unroll)
+    return (out[0], h_t, c_t, out[1], out[2]) if save_cells else (out, h_t, c_t)
+
+
+def _backward_scan(acts, tc, cp, dhs, wt, dh_t, dc_t, mask, *, unroll):
+    """`_backward_call` as a reverse `lax.scan`: per step the gate derivatives (elementwise)
+    and one [batch, 4 hidden] x [4 hidden, hidden] matmul."""
+    hidden = dh_t.shape[-1]
+
+    def step(carry, inputs):
+        dh, dc = carry
+        a, tanh_c, c_prev, d_out, keep = inputs
+        dh = dh + d_out
+        i, f, g, o = (a[..., k * hidden:(k + 1) * hidden] for k in range(4))
+        dct = dc + dh * o * (1.0 - tanh_c * tanh_c)
+        dz = jnp.concatenate([dct * g * i * (1.0 - i), dct * c_prev * f * (1.0 - f),
+                              dct * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], axis=-1)
+        dc_prev = dct * f
+        if keep is not None:
+            dz = jnp.where(keep > 0, dz, 0.0)
+            dc_prev = jnp.where(keep > 0, dc_prev, dc)
+        dh_prev = _dot(dz, wt)
+        if keep is not None:
+            dh_prev = jnp.where(keep > 0, dh_prev, dh)
+        return (dh_prev, dc_prev), dz
+
+    (dh0, dc0), dz = jax.lax.scan(step, (dh_t, dc_t), (acts, tc, cp, dhs, mask), reverse=True,
+                                  unroll=unroll)
+    return dz, dh0, dc0
+
+
+def _run_forward(impl, xp, w, h0, c0, mask, save_cells):
+    kind, arg, block_time, block_batch = impl
+    if kind == "scan":
+        return _forward_scan(xp, w, h0, c0, mask, save_cells=save_cells, unroll=arg)
+    return _forward_call(xp, w, h0, c0, mask, save_cells=save_cells, interpret=arg,
+                         block_time=block_time, block_batch=block_batch)
+
+
+def _run_backward(impl, *args):
+    kind, arg, block_time, block_batch = impl
+    if kind == "scan":
+        return _backward_scan(*args, unroll=arg)
+    return _backward_call(*args, interpret=arg, block_time=block_time, block_batch=block_batch)
+
+
 # --- the differentiable recurrence ------------------------------------------------------------
+# impl: ("pallas", interpret, block_time, block_batch) or ("scan", unroll, None, None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _recurrence(xp, w, h0, c0, mask, interpret, block_time, block_batch):
-    hs, h_t, c_t = _forward_call(xp, w, h0, c0, mask, save_cells=False, interpret=interpret,
-                                 block_time=block_time, block_batch=block_batch)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _recurrence(xp, w, h0, c0, mask, impl):
+    hs, h_t, c_t = _run_forward(impl, xp, w, h0, c0, mask, save_cells=False)
     return hs, h_t, c_t
 
 
-def _recurrence_fwd(xp, w, h0, c0, mask, interpret, block_time, block_batch):
-    hs, h_t, c_t, cs = _forward_call(xp, w, h0, c0, mask, save_cells=True,
-                                     interpret=interpret, block_time=block_time,
-                                     block_batch=block_batch)
-    return (hs, h_t, c_t), (xp, w, h0, c0, mask, hs, cs)
+def _recurrence_fwd(xp, w, h0, c0, mask, impl):
+    hs, h_t, c_t, cs, *acts = _run_forward(impl, xp, w, h0, c0, mask, save_cells=True)
+    return (hs, h_t, c_t), (xp, w, h0, c0, mask, hs, cs, acts[0] if acts else None)
 
 
-def _recurrence_bwd(interpret, block_time, block_batch, res, cotangents):
-    xp, w, h0, c0, mask, hs, cs = res
+def _recurrence_bwd(impl, res, cotangents):
+    xp, w, h0, c0, mask, hs, cs, acts = res
     d_hs, d_ht, d_ct = cotangents
     hidden = h0.shape[-1]
     h_prev = jnp.concatenate([h0[None].astype(F32), hs[:-1]], axis=0)   # [time, batch, hidden]
     c_prev = jnp.concatenate([c0[None].astype(F32), cs[:-1]], axis=0)
-    # all steps' gates at once: one [time*batch, hidden] x [hidden, 4 hidden] matmul
-    z = xp.astype(F32) + _dot(h_prev, w)
-    acts = jnp.concatenate(_gates(z, hidden), axis=-1)
-    dz, dh0, dc0 = _backward_call(acts, jnp.tanh(cs), c_prev, d_hs.astype(F32), w.T,
-                                  d_ht.astype(F32), d_ct.astype(F32), mask,
-                                  interpret=interpret, block_time=block_time,
-                                  block_batch=block_batch)
+    if acts is None:  # Pallas: all steps' gates at once, one [time*batch, hidden] x [hidden,
+        z = xp.astype(F32) + _dot(h_prev, w)  # 4 hidden] matmul (the kernel saved none)
+        acts = jnp.concatenate(_gates(z, hidden), axis=-1)
+    dz, dh0, dc0 = _run_backward(impl, acts, jnp.tanh(cs), c_prev, d_hs.astype(F32), w.T,
+                                 d_ht.astype(F32), d_ct.astype(F32), mask)
     dw = jnp.einsum("tbh,tbg->hg", h_prev.astype(w.dtype), dz.astype(w.dtype),
                     preferred_element_type=F32)
     d_mask = None if mask is None else jnp.zeros_like(mask)
@@ -264,5 +327,21 @@ def lstm_recurrence(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array
                          f"[batch, h]; got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}")
     if mask is not None:
         mask = mask.astype(F32)[..., None]
-    return _recurrence(xp, w_hh, h0.astype(F32), c0.astype(F32), mask, interpret, block_time,
-                       block_batch)
+    return _recurrence(xp, w_hh, h0.astype(F32), c0.astype(F32), mask,
+                       ("pallas", interpret, block_time, block_batch))
+
+
+def lstm_recurrence_scan(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array,
+                         mask: jax.Array | None = None, *, unroll: int = 1):
+    """`lstm_recurrence` with both loops on `jax.lax.scan` instead of the Pallas kernel: the
+    same hand-written backward pass (one matmul per backward step, dW_hh as one matmul after
+    the loop) on any backend; the forward saves h, c and the gate activations per step, so
+    nothing is recomputed. Same arguments and results; `unroll` is the scans' unroll factor."""
+    if xp.ndim != 3 or xp.shape[-1] != 4 * h0.shape[-1] or w_hh.shape != (h0.shape[-1],
+                                                                          xp.shape[-1]):
+        raise ValueError(f"lstm_recurrence_scan needs xp [time, batch, 4h], w_hh [h, 4h], h0/c0 "
+                         f"[batch, h]; got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}")
+    if mask is not None:
+        mask = mask.astype(F32)[..., None]
+    return _recurrence(xp, w_hh, h0.astype(F32), c0.astype(F32), mask,
+                       ("scan", int(unroll), None, None))
