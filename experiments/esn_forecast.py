@@ -28,11 +28,17 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Forecasting config with an `esn` section, e.g. "
-    "experiments/configs/esn_mackey_glass.py[:smoke].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created).")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags() -> None:
+    """--config and --workdir; defined only when run as a program, so that importing this
+    module (tests, notebooks) never collides with another entry point's flags."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Forecasting config with an `esn` section, e.g. "
+        "experiments/configs/esn_mackey_glass.py[:smoke].", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Output directory (created).")
+    flags.mark_flags_as_required(["config", "workdir"])
+
 
 ESN_FIELDS = ("hidden", "spectral_radius", "input_scaling", "bias_scaling", "leak_rate",
               "sparsity", "ridge_alphas")
@@ -122,11 +128,13 @@ def main(argv):
     from rnnlab.train import ConfigError
 
     try:
-        comparison = run(_CONFIG.value, _WORKDIR.value, progress=lambda s: print(s, flush=True))
+        comparison = run(flags.FLAGS.config, flags.FLAGS.workdir,
+                         progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         sys.exit(f"esn_forecast: bad config: {e}")
     print(json.dumps(comparison, indent=2))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -26,15 +26,19 @@ import sys
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of a trained LM (task 'lm').")
-_PROMPT = flags.DEFINE_string("prompt", "", "Text the sample continues.")
-_LENGTH = flags.DEFINE_integer("length", 200, "Tokens (words or characters) to sample.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 = greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the K most likely tokens (0 = all).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (same seed, same text).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest | best | a step number.")
-_SCORE = flags.DEFINE_string("score", None, "Score this text instead of sampling.")
-flags.mark_flag_as_required("workdir")
+
+def define_flags() -> None:
+    """The program's flags; defined only when run as a program, so that importing this module
+    (tests, notebooks) never collides with another entry point's flags."""
+    flags.DEFINE_string("workdir", None, "Run directory of a trained LM (task 'lm').")
+    flags.DEFINE_string("prompt", "", "Text the sample continues.")
+    flags.DEFINE_integer("length", 200, "Tokens (words or characters) to sample.")
+    flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 = greedy.")
+    flags.DEFINE_integer("top_k", 0, "Sample among the K most likely tokens (0 = all).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed (same seed, same text).")
+    flags.DEFINE_string("checkpoint", "latest", "latest | best | a step number.")
+    flags.DEFINE_string("score", None, "Score this text instead of sampling.")
+    flags.mark_flag_as_required("workdir")
 
 
 class RunError(Exception):
@@ -195,33 +199,35 @@ def score_text(model, params, vocab, text: str) -> dict:
 
 
 def main(argv):
+    F = flags.FLAGS
     if len(argv) > 1:
         sys.exit(f"generate: unexpected arguments {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # Orbax logs restores (read-only ones at WARNING)
-    if _LENGTH.value < 0:
-        sys.exit(f"generate: --length={_LENGTH.value} must be >= 0")
-    if _TEMPERATURE.value < 0:
-        sys.exit(f"generate: --temperature={_TEMPERATURE.value} must be >= 0")
-    if _TOP_K.value < 0:
-        sys.exit(f"generate: --top_k={_TOP_K.value} must be >= 0")
+    if F.length < 0:
+        sys.exit(f"generate: --length={F.length} must be >= 0")
+    if F.temperature < 0:
+        sys.exit(f"generate: --temperature={F.temperature} must be >= 0")
+    if F.top_k < 0:
+        sys.exit(f"generate: --top_k={F.top_k} must be >= 0")
     try:
-        model, params, vocab, step = load_run(_WORKDIR.value, _CHECKPOINT.value)
-        if _SCORE.value is not None:
-            res = score_text(model, params, vocab, _SCORE.value)
+        model, params, vocab, step = load_run(F.workdir, F.checkpoint)
+        if F.score is not None:
+            res = score_text(model, params, vocab, F.score)
             print(f"checkpoint_step: {step}")
             for key, value in res.items():
                 print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
             return
-        _, unknown = _encode_prompt(vocab, _PROMPT.value)
+        _, unknown = _encode_prompt(vocab, F.prompt)
         if unknown:
             print(f"note: {len(unknown)} prompt token(s) not in the vocabulary map to "
                   f"{vocab.unk!r}: {unknown[:10]}", file=sys.stderr)
-        print(sample_text(model, params, vocab, _PROMPT.value, _LENGTH.value,
-                          _TEMPERATURE.value, _TOP_K.value, _SEED.value))
+        print(sample_text(model, params, vocab, F.prompt, F.length,
+                          F.temperature, F.top_k, F.seed))
     except RunError as e:
         sys.exit(f"generate: {e}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -196,3 +196,13 @@ def test_readme_cloud_tpu_commands_are_the_dry_run_output():
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.rstrip("\n") == expected, command
+
+
+def test_entry_points_import_together():
+    """Every experiments/ program can be imported in one process (tests, notebooks): only
+    `experiments.train` defines absl flags at import; the others define theirs when run."""
+    code = ("import experiments.compare, experiments.esn_forecast, experiments.generate, "
+            "experiments.gradient_flow, experiments.train")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

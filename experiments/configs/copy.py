@@ -12,9 +12,9 @@ the baseline (see the README's results table for the measured figures).
 Measured here (shared, heavily loaded 2-core CPU, default config, T = 100; baseline 0.1733):
   eval cross-entropy 0.216 @1000, 0.170 @2000, 0.166 @3000, 0.163 @4000, 0.163 @5000 steps
   (recall accuracy 0.16 vs chance 0.125; ~45 min wall). Only modestly below the baseline at
-  5000 steps: longer training is needed for a clear break. With chrono initialisation
-  (--config.model.cell_kwargs=chrono_init=120): 0.1735 @3000, 0.1714 @4000, 0.1665 @5000,
-  recall accuracy 0.209 (48 min at load ~12).
+  5000 steps. With chrono initialisation (--config.model.cell_kwargs=chrono_init=120
+  --config.train.steps=15000): 0.1735 @3000, 0.1665 @5000, 0.1381 @10000, 0.1061 @15000 (39%
+  below the baseline), recall accuracy 0.458 @15000 (64 min, load ~2).
 """
 
 from rnnlab.train.config import base_config, synthetic_smoke
