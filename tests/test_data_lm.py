@@ -89,3 +89,16 @@ def test_bad_arguments():
         LMStream(np.arange(10), batch=2, bptt=0)
     with pytest.raises(ValueError, match="pad_to"):
         LMStream(np.arange(100), batch=2, bptt=10, pad_to=5)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_masks_pad_only_at_the_end_of_rows(train):
+    """The LM task hands the model per-row lengths instead of the mask (the cuDNN path's
+    form), which is only the same when every row's mask is a prefix of True values."""
+    ids = np.random.default_rng(0).integers(0, 50, 997)
+    s = LMStream(ids, batch=8, bptt=7, train=train, random_length=train, seed=1)
+    for epoch in range(2 if train else 1):
+        for pos in s.positions(epoch):
+            m = s.window(pos).mask
+            lengths = m.sum(-1)
+            np.testing.assert_array_equal(m, np.arange(m.shape[1])[None] < lengths[:, None])

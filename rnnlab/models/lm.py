@@ -60,7 +60,9 @@ class LanguageModel(nn.Module):
     """Embedding -> `cells` (layer l reads layer l-1's output) -> readout over `vocab_size`.
 
     tokens [batch, time] int -> LMOutput (logits [batch, time, vocab], per-layer carry, ...).
-    `mask` [batch, time] (False on padding) leaves the carry unchanged at padded steps.
+    `mask` [batch, time] (False on padding) leaves the carry unchanged at padded steps;
+    `lengths` [batch] says the same for padding at the end of each row, in the form the fused
+    cuDNN LSTM path accepts (`rnnlab.fused`); give one or the other.
     """
 
     vocab_size: int
@@ -98,7 +100,7 @@ class LanguageModel(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, carry=None, mask: jax.Array | None = None,
-                 train: bool = False) -> LMOutput:
+                 train: bool = False, lengths: jax.Array | None = None) -> LMOutput:
         self._validate()
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time] ids, got shape {tuple(tokens.shape)}")
@@ -124,8 +126,8 @@ class LanguageModel(nn.Module):
             p = self.param(f"cell_{l}", lambda k, n=in_size, c=cell: c.init(k, n))
             if train and self.weight_drop > 0.0:
                 p = weight_drop(p, self.weight_drop, self.make_rng("dropout"))
-            c, x = _unroll(cell, p, x, carry[l], mask=mask, unroll=self.unroll,
-                           remat=self.remat)
+            c, x = _unroll(cell, p, x, carry[l], mask=mask, lengths=lengths,
+                           unroll=self.unroll, remat=self.remat)
             new_carry.append(c)
             if l < len(self.cells) - 1:
                 x = self._dropout(x, self.dropout_hidden, train)

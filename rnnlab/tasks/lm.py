@@ -321,7 +321,10 @@ class LMTask:
             carry = jax.tree_util.tree_map(lambda z, c: jnp.where(batch["reset"], z, c),
                                            fresh, carry)
         rngs = {"dropout": rng} if (train and rng is not None) else {}
-        out = self.model.apply({"params": params}, inputs, carry, mask=mask, train=train,
+        # the streams pad only at the end of a row (rnnlab.data.lm), so per-row lengths say
+        # what the mask says, in the form the fused cuDNN path accepts (rnnlab.fused)
+        lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)
+        out = self.model.apply({"params": params}, inputs, carry, lengths=lengths, train=train,
                                rngs=rngs)
         nll_sum, count = lm_model.masked_sum_count(
             lm_model.token_nll(out.logits, batch["targets"]), mask)
