@@ -13,6 +13,9 @@ process, so these rows are exactly the shards that live on process p's devices, 
 
 from __future__ import annotations
 
+import jax
+import numpy as np
+
 
 def _check(process_index: int, process_count: int) -> None:
     if process_count < 1 or not 0 <= process_index < process_count:
@@ -45,9 +48,6 @@ def local_batch(batch, process_index: int | None = None, process_count: int | No
     """This process's rows of `batch`, a pytree of arrays sharing one leading (row) axis
     (scalars are kept whole); the process defaults to `jax.process_index()` of
     `jax.process_count()`. On one process the batch itself is returned."""
-    import jax
-    import numpy as np
-
     p = jax.process_index() if process_index is None else process_index
     n = jax.process_count() if process_count is None else process_count
     _check(p, n)

@@ -1,6 +1,7 @@
 """The LSTM recurrence as a Pallas kernel, with a hand-written backward pass (custom VJP).
 
     hs, h_T, c_T = lstm_recurrence(xp, w_hh, h0, c0, mask)
+    hs, h_T, c_T = lstm_recurrence_scan(xp, w_hh, h0, c0, mask)  # same VJP, loops on lax.scan
 
 The input projection is already hoisted (`LSTM.project_inputs`), so the kernel sees
 xp [time, batch, 4 hidden] (the input half of the gates, bias included) and runs only the
@@ -279,7 +280,9 @@ def _recurrence(xp, w, h0, c0, mask, impl):
 
 def _recurrence_fwd(xp, w, h0, c0, mask, impl):
     hs, h_t, c_t, cs, *acts = _run_forward(impl, xp, w, h0, c0, mask, save_cells=True)
-    return (hs, h_t, c_t), (xp, w, h0, c0, mask, hs, cs, acts[0] if acts else None)
+    # the scan saved the gates, so xp is not kept alive for the backward (only its dtype)
+    xp_res = jnp.zeros((0,), xp.dtype) if acts else xp
+    return (hs, h_t, c_t), (xp_res, w, h0, c0, mask, hs, cs, acts[0] if acts else None)
 
 
 def _recurrence_bwd(impl, res, cotangents):
@@ -303,6 +306,17 @@ def _recurrence_bwd(impl, res, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+def _arguments(name, xp, w_hh, h0, c0, mask):
+    """Checks the public functions' shapes; the carry in float32, the mask as [time, batch, 1]."""
+    if xp.ndim != 3 or xp.shape[-1] != 4 * h0.shape[-1] or w_hh.shape != (h0.shape[-1],
+                                                                          xp.shape[-1]):
+        raise ValueError(f"{name} needs xp [time, batch, 4h], w_hh [h, 4h], h0/c0 [batch, h]; "
+                         f"got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}")
+    if mask is not None:
+        mask = mask.astype(F32)[..., None]
+    return xp, w_hh, h0.astype(F32), c0.astype(F32), mask
+
+
 def lstm_recurrence(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array,
                     mask: jax.Array | None = None, *, interpret: bool = False,
                     block_time: int | None = None, block_batch: int | None = None):
@@ -321,13 +335,7 @@ def lstm_recurrence(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array
     Returns:
       (hs [time, batch, hidden] float32: the carry h after each step, h_T, c_T [batch, hidden]).
     """
-    if xp.ndim != 3 or xp.shape[-1] != 4 * h0.shape[-1] or w_hh.shape != (h0.shape[-1],
-                                                                          xp.shape[-1]):
-        raise ValueError(f"lstm_recurrence needs xp [time, batch, 4h], w_hh [h, 4h], h0/c0 "
-                         f"[batch, h]; got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}")
-    if mask is not None:
-        mask = mask.astype(F32)[..., None]
-    return _recurrence(xp, w_hh, h0.astype(F32), c0.astype(F32), mask,
+    return _recurrence(*_arguments("lstm_recurrence", xp, w_hh, h0, c0, mask),
                        ("pallas", interpret, block_time, block_batch))
 
 
@@ -337,11 +345,5 @@ def lstm_recurrence_scan(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.
     same hand-written backward pass (one matmul per backward step, dW_hh as one matmul after
     the loop) on any backend; the forward saves h, c and the gate activations per step, so
     nothing is recomputed. Same arguments and results; `unroll` is the scans' unroll factor."""
-    if xp.ndim != 3 or xp.shape[-1] != 4 * h0.shape[-1] or w_hh.shape != (h0.shape[-1],
-                                                                          xp.shape[-1]):
-        raise ValueError(f"lstm_recurrence_scan needs xp [time, batch, 4h], w_hh [h, 4h], h0/c0 "
-                         f"[batch, h]; got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}")
-    if mask is not None:
-        mask = mask.astype(F32)[..., None]
-    return _recurrence(xp, w_hh, h0.astype(F32), c0.astype(F32), mask,
+    return _recurrence(*_arguments("lstm_recurrence_scan", xp, w_hh, h0, c0, mask),
                        ("scan", int(unroll), None, None))
