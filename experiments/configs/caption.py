@@ -15,6 +15,7 @@ Measured with the first command (default config: GRU 64, 1,500 steps of 64 image
 """
 
 from rnnlab.tasks.caption import caption_config
+from rnnlab.train.config import smoke_schedule
 
 
 def get_config(variant: str = ""):
@@ -51,12 +52,8 @@ def get_config(variant: str = ""):
         c.task.batch_size = 8
         c.task.eval_batches = 2
         c.task.beam_width = 0  # beam search is exercised by seq2seq.py:smoke
-        c.model.hidden = 8
         c.model.embed_dim = 4
         c.model.conv_features = (4,)
         c.model.feature_dim = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -20,6 +20,7 @@ TFDS splits the text 90/5/5 by characters: train 1,003,854, validation 55,770, t
 """
 
 from rnnlab.tasks.lm import epoch_steps, lm_config
+from rnnlab.train.config import smoke_schedule
 
 TRAIN_CHARS = 1_003_854  # TFDS tiny_shakespeare train split
 
@@ -63,10 +64,6 @@ def get_config(variant: str = ""):
         c.task.bptt = 10
         c.task.eval_batch_size = 4
         c.task.eval_bptt = 20
-        c.model.hidden = 8
         c.model.embed_dim = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

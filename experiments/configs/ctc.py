@@ -18,6 +18,7 @@ CPU, load average ~10, 4 min 19 s wall): validation LER 0.084 @500 steps, 0.070 
 """
 
 from rnnlab.tasks.ctc import ctc_config
+from rnnlab.train.config import smoke_schedule
 
 
 def get_config(variant: str = ""):
@@ -56,9 +57,5 @@ def get_config(variant: str = ""):
         c.task.batch_size = 8
         c.task.eval_batches = 2
         c.task.beam_width = 0  # beam search is exercised by seq2seq.py:smoke
-        c.model.hidden = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -33,6 +33,7 @@ matches it; the non-linear Mackey-Glass series is in esn_mackey_glass.py.
 """
 
 from rnnlab.tasks.forecast import forecast_config
+from rnnlab.train.config import smoke_schedule
 
 VARIANTS = ("", "multistep", "ar", "csv", "smoke")
 
@@ -81,9 +82,5 @@ def get_config(variant: str = ""):
         c.task.horizon = 3
         c.task.batch_size = 16
         c.task.eval_batch_size = 32
-        c.model.hidden = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -24,6 +24,7 @@ outnumber negative ones): test accuracy 0.968 (validation 0.960) vs majority bas
 """
 
 from rnnlab.tasks.classify import classify_config
+from rnnlab.train.config import smoke_schedule
 
 VARIANTS = ("", "last", "bidir", "generated", "smoke")
 IMDB_TRAIN = 22_500  # TFDS train split minus the 10% validation hold-out
@@ -88,10 +89,6 @@ def get_config(variant: str = ""):
         c.task.truncate = "head"
         c.task.batch_size = 8
         c.task.eval_batch_size = 16
-        c.model.hidden = 8
         c.model.embed_dim = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -32,6 +32,7 @@ tutorial's medium/large use 0.8 instead of 1/1.2 and 1/1.15).
 """
 
 from rnnlab.tasks.lm import epoch_steps, lm_config
+from rnnlab.train.config import smoke_schedule
 
 PTB_TRAIN_TOKENS = 929_589  # words + one <eos> per line in ptb.train.txt (Mikolov split)
 
@@ -88,11 +89,7 @@ def get_config(variant: str = "small"):
         c.task.bptt = 5
         c.task.eval_batch_size = 4
         c.task.test_batch_size = 4
-        c.model.hidden = 8
         c.model.embed_dim = 8
         c.optim.decay_after_epochs = 1
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -35,6 +35,7 @@ sort, add and beam search at full size were not measured.
 """
 
 from rnnlab.tasks.seq2seq import seq2seq_config
+from rnnlab.train.config import smoke_schedule
 
 ATTENTIONS = ("bahdanau", "luong_dot", "luong_general")
 KINDS = ("reverse", "sort", "add", "files")
@@ -81,10 +82,6 @@ def get_config(variant: str = "reverse"):
         c.task.batch_size = 8
         c.task.eval_batches = 2
         c.task.beam_width = 2
-        c.model.hidden = 8
         c.model.embed_dim = 4
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -28,6 +28,7 @@ CoNLL not measured: no CoNLL data on the development machine.
 """
 
 from rnnlab.tasks.tagging import tagging_config
+from rnnlab.train.config import smoke_schedule
 
 VARIANTS = ("", "lag", "conll", "smoke")
 
@@ -87,9 +88,5 @@ def get_config(variant: str = ""):
         c.task.eval_examples = 20
         c.task.batch_size = 8
         c.task.eval_batch_size = 16
-        c.model.hidden = 8
-        c.train.steps = 6
-        c.train.log_every = 2
-        c.train.eval_every = 3
-        c.checkpoint.every_steps = 3
+        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -106,6 +106,13 @@ def synthetic_smoke(c: ml_collections.ConfigDict, length: int) -> ml_collections
     c.task.length = length
     c.task.batch_size = 8
     c.task.eval_batches = 2
+    return smoke_schedule(c)
+
+
+def smoke_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The run schedule of every config's `:smoke` variant: hidden size 8, 6 train steps,
+    logging every 2, evaluating and checkpointing every 3 (the tests expect evaluations at
+    steps 3 and 6)."""
     c.model.hidden = 8
     c.train.steps = 6
     c.train.log_every = 2
