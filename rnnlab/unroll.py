@@ -15,10 +15,12 @@ Speed and memory options (none changes the results beyond float rounding):
   remat          recompute activations in the backward pass: True checkpoints chunks of about
                  sqrt(time) steps (only the carries between chunks are stored), an int k chunks
                  of k steps (1 = every step).
-  fused          "auto" runs a plain float32 LSTM layer without a general mask through cuDNN
-                 on a CUDA GPU and everything else through the scan; "scan", "cudnn", "pallas",
-                 "vjp" force a path (`rnnlab.fused`). The fused paths support reverse-mode autodiff
-                 only: for `jax.jvp` / `jax.jacfwd` through an LSTM on a GPU pass "scan".
+  fused          "auto" runs a plain LSTM layer through cuDNN on a CUDA GPU (float32, no general
+                 mask) and through the hand-written-backward "vjp" path on CPU (float32 or
+                 bfloat16, any mask), everything else through the scan; "scan", "cudnn",
+                 "pallas", "vjp" force a path (`rnnlab.fused`). The fused paths support
+                 reverse-mode autodiff only: for `jax.jvp` / `jax.jacfwd` through an LSTM pass
+                 "scan".
   compute_dtype  mixed precision: e.g. "bfloat16" multiplies in bfloat16 while parameters,
                  carry, gates and accumulation stay float32 (the floating parameters are cast
                  once, outside the loop; their gradients arrive in float32). Defaults to the
@@ -154,6 +156,12 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
     time = xs.shape[-2]
     if unroll in ("auto", 0):
         unroll = auto_unroll(math.prod(xs.shape[:-2]), cell.hidden_size, time)
+    if carry is None:  # zeros in the projection's dtype; the mixed-precision policy keeps the
+        # carry in float32 (or wider)
+        dtype = jax.eval_shape(lambda x: cell.project_inputs(params, x), xs[..., :1, :]).dtype
+        if compute_dtype is not None:
+            dtype = jnp.promote_types(dtype, jnp.float32)
+        carry = cell.initial_carry(xs.shape[:-2], dtype=dtype)
     path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused)
     if path != "scan":
         try:
@@ -172,11 +180,6 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
     def project(x):  # [steps, *batch, in] -> [steps, *batch, G]
         return cell.project_inputs(params, x)
 
-    if carry is None:  # the mixed-precision policy keeps the carry in float32 (or wider)
-        dtype = jax.eval_shape(project, xs_t[:1]).dtype
-        if compute_dtype is not None:
-            dtype = jnp.promote_types(dtype, jnp.float32)
-        carry = cell.initial_carry(xs.shape[:-2], dtype=dtype)
     ms = None if mask is None else jnp.moveaxis(mask.astype(bool), -1, 0)  # [time, *batch]
 
     def body(c, inp):

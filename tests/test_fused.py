@@ -224,10 +224,26 @@ def test_vjp_path_lengths_zero_carry_extra_axes_and_bfloat16():
 # --- choosing the path -----------------------------------------------------------------------
 
 
-def test_auto_is_the_scan_on_cpu_and_fused_paths_say_why_not():
+def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
     cell, params, xs, carry = _problem()
     assert fused.platform() == "cpu"
-    assert fused.select(cell, params, xs, carry) == "scan"
+    assert fused.select(cell, params, xs, carry) == "vjp"
+    mask = jnp.ones((B, T), bool)
+    assert fused.select(cell, params, xs, carry, mask) == "vjp"  # any mask
+    for case, args, kw in [
+        ("remat", (cell, params, xs, carry), {"remat": True}),
+        ("peepholes", (rnnlab.cells.make("lstm", H, peepholes=True), params, xs), {}),
+        ("gru", (rnnlab.cells.make("gru", H), params, xs), {}),
+        ("float64", (cell, jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params),
+                     np.asarray(xs, np.float64)), {}),
+    ]:
+        assert fused.select(*args, **kw) == "scan", case
+    # forward mode needs the scan: the vjp path is a custom VJP
+    jvp = lambda path: jax.jvp(  # noqa: E731
+        lambda x: rnnlab.unroll(cell, params, x, carry, fused=path)[1], (xs,), (xs,))
+    jvp("scan")
+    with pytest.raises(TypeError, match="forward-mode"):
+        jvp("auto")
     with pytest.raises(ValueError, match="cuDNN needs a CUDA GPU backend, this is 'cpu'"):
         rnnlab.unroll(cell, params, xs, fused="cudnn")
     with pytest.raises(ValueError, match=r"unknown fused='cuda'; valid choices: \['auto', "):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -530,11 +531,23 @@ def test_bfloat16_compute_policy(name):
     for a, b in zip(jax.tree_util.tree_leaves(g16), jax.tree_util.tree_leaves(g32)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                    atol=3e-2 * float(np.abs(np.asarray(b)).max()))
-    scan = next(e for e in jax.make_jaxpr(lambda p: loss(p, jnp.bfloat16))(p).eqns
-                if e.primitive.name == "scan")
-    dots = [e for e in scan.params["jaxpr"].eqns if e.primitive.name == "dot_general"]
+    # every matmul of the forward pass, inside the loop or not (the LSTM's CPU default path
+    # runs its loop inside a custom VJP), takes bfloat16 and returns float32
+    dots = _eqns(jax.make_jaxpr(lambda p: loss(p, jnp.bfloat16))(p).jaxpr, "dot_general")
+    assert any(e.invars[0].aval.shape[0] == 4 for e in dots)  # the per-step [batch, h] matmul
     assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
     assert all(e.outvars[0].aval.dtype == jnp.float32 for e in dots)
+
+
+def _eqns(jaxpr, name):
+    """The equations of primitive `name` in a jaxpr and all the jaxprs nested in it."""
+    found = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == name:
+            found.append(e)
+        for sub in jax.extend.core.jaxprs_in_params(e.params):
+            found += _eqns(sub, name)
+    return found
 
 
 def test_flax_recurrent_compute_dtype_keeps_float32_params(xs):

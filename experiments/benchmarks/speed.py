@@ -15,8 +15,9 @@ Workloads (float32):
   L  long sequences, vocab 65, emb 64, 2x256, batch 16, seq 1024 (adds minGRU / minLSTM, and
      rnnlab LSTM with remat (checkpointed chunks of ~sqrt(seq) steps) to report its memory)
 
-rnnlab runs with `--unroll=auto` (the engine's per-shape choice), `--fused=auto` (cuDNN for the
-LSTM on a CUDA GPU) and `--dtype=float32` unless told otherwise; the peers always in float32.
+rnnlab runs with `--unroll=auto` (the engine's per-shape choice), `--fused=auto` (for the LSTM:
+cuDNN on a CUDA GPU, the hand-written-backward "vjp" path on CPU) and `--dtype=float32` unless
+told otherwise; the peers always in float32.
 
 Reported per run: compile time (JAX: lower + compile of the step; PyTorch: eager, so the first
 step's time), step time median and min over `--steps` steps after `--warmup` steps, tokens/s,
@@ -66,7 +67,7 @@ flags.DEFINE_bool("remat", True, "also measure rnnlab LSTM with remat on workloa
 flags.DEFINE_string("unroll", "auto", "rnnlab scan unroll: an int, or auto (the engine's "
                     "per-shape table, rnnlab.unroll.auto_unroll)")
 flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp"],
-                  "rnnlab LSTM path (rnnlab.fused); auto = cuDNN on a CUDA GPU, else the scan")
+                  "rnnlab LSTM path (rnnlab.fused); auto = cuDNN on a CUDA GPU, vjp on CPU")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "rnnlab compute dtype (bfloat16: params, carry, accumulation stay float32)")
 flags.DEFINE_integer("timeout", 900, "seconds per worker before it is abandoned")

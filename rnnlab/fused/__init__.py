@@ -11,17 +11,19 @@ Paths:
             bfloat16 matmuls with float32 gates and carry, any mask. Compiled on TPU and GPU,
             interpreted on CPU (slow; for tests). Chosen only on request.
   "vjp"     the same hand-written backward pass as "pallas" with both loops on `lax.scan`
-            (`pallas_lstm.lstm_recurrence_scan`): the forward saves only (h, c) per step, the
-            backward runs one matmul per step, and dW_hh is one matmul after the loop instead
-            of an accumulation inside it. Any backend, any mask.
+            (`pallas_lstm.lstm_recurrence_scan`): the forward saves h, c and the gates per
+            step, the backward runs one matmul per step, and dW_hh is one matmul after the loop
+            instead of an accumulation inside it; the bias joins the per-step gate arithmetic
+            instead of a pass over all projected inputs. Any backend, any mask.
 
-`requested="auto"` takes "cudnn" where it is valid and "scan" otherwise; under `jax.vmap`
-(the cuDNN binding has no batching rule) it falls back to the scan at trace time. Asking for
-"cudnn" or "pallas" where it is not valid is a ValueError that says why.
+`requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU, "vjp" on
+CPU) where it is valid and "scan" otherwise; under `jax.vmap` (the cuDNN binding has no
+batching rule) it falls back to the scan at trace time. Asking for a path where it is not
+valid is a ValueError that says why.
 
 Limits of the fused paths: they are custom VJPs, so forward-mode autodiff (`jax.jvp`,
 `jax.jacfwd`) through them fails with JAX's "can't apply forward-mode autodiff (jvp) to a
-custom_vjp function"; on a CUDA GPU pass `fused="scan"` for forward-mode studies.
+custom_vjp function"; pass `fused="scan"` for forward-mode studies.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rnnlab.cells.base import dot
 from rnnlab.cells.lstm import LSTM, LSTMCarry
 from rnnlab.fused import cudnn
 from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 
 PATHS = ("auto", "scan", "cudnn", "pallas", "vjp")
+# the path `requested="auto"` takes for a plain LSTM layer, per platform (else the scan): both
+# measured faster than the scan there (cuDNN: by its design, never run here; "vjp" on CPU:
+# `experiments.benchmarks.speed`, workloads B and L 1.4-1.6x, A the same)
+AUTO = {"cuda": "cudnn", "cpu": "vjp"}
 
 
 def platform() -> str:
@@ -54,7 +61,7 @@ def _floats(tree):
 
 def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=None,
             remat=False) -> list[str]:
-    """The reasons `path` ("cudnn" or "pallas") cannot run this layer; [] when it can."""
+    """The reasons `path` ("cudnn", "pallas" or "vjp") cannot run this layer; [] when it can."""
     reasons = []
     if type(cell) is not LSTM:
         return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
@@ -82,14 +89,15 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
 
 def select(cell, params, xs, carry=None, mask=None, compute_dtype=None, remat=False,
            requested: str = "auto") -> str:
-    """The path `rnnlab.unroll` takes: "scan", "cudnn" or "pallas" (see the module docstring)."""
+    """The path `rnnlab.unroll` takes: "scan", "cudnn", "pallas" or "vjp" (module docstring)."""
     if requested not in PATHS:
         raise ValueError(f"unknown fused={requested!r}; valid choices: {list(PATHS)}")
     if requested == "scan":
         return "scan"
     if requested == "auto":
-        ok = not why_not("cudnn", cell, params, xs, carry, mask, compute_dtype, remat)
-        return "cudnn" if ok else "scan"
+        path = AUTO.get(platform())
+        ok = path and not why_not(path, cell, params, xs, carry, mask, compute_dtype, remat)
+        return path if ok else "scan"
     reasons = why_not(requested, cell, params, xs, carry, mask, compute_dtype, remat)
     if reasons:
         raise ValueError(f"fused={requested!r} cannot run this layer: {'; '.join(reasons)}. "
@@ -125,16 +133,21 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         m = None if mask is None else mask.reshape(b, time).astype(bool)
         if lens is not None:
             m = jnp.arange(time)[None] < lens[:, None]
-        xp = cell.project_inputs(params, jnp.moveaxis(x, 1, 0))  # [time, b, 4h]
+        # x W_ih as one 2-D matmul, time-major; the bias is added inside the recurrence, in the
+        # per-step gate arithmetic (a separate pass over xp costs as much as a matmul on CPU)
+        x_t = jnp.moveaxis(x, 1, 0)
+        xp = dot(x_t.reshape(time * b, -1), params["w_ih"]).reshape(time, b, 4 * hidden)
         mt = None if m is None else m.T
         if reverse:
             xp, mt = xp[::-1], None if mt is None else mt[::-1]
         if path == "vjp":
-            hs, h, cc = lstm_recurrence_scan(xp, params["w_hh"], c0.h, c0.c, mt, unroll=unroll)
+            hs, h, cc = lstm_recurrence_scan(xp, params["w_hh"], c0.h, c0.c, mt,
+                                             b=params["b"], unroll=unroll)
         else:
             if interpret is None:
                 interpret = jax.default_backend() == "cpu"
-            hs, h, cc = lstm_recurrence(xp, params["w_hh"], c0.h, c0.c, mt, interpret=interpret)
+            hs, h, cc = lstm_recurrence(xp, params["w_hh"], c0.h, c0.c, mt, b=params["b"],
+                                        interpret=interpret)
         if reverse:
             hs = hs[::-1]
         if m is not None:

@@ -204,7 +204,7 @@ def _backward_call(acts, tc, cp, dhs, wt, dh_t, dc_t, mask, *, interpret, block_
 # --- the same two loops on lax.scan (XLA, any backend) -----------------------------------------
 
 
-def _forward_scan(xp, w, h0, c0, mask, *, save_cells, unroll):
+def _forward_scan(xp, w, b, h0, c0, mask, *, save_cells, unroll):
     """`_forward_call` as a `lax.scan`: per step one fused matmul and the gate arithmetic.
     With `save_cells` it also returns the gate activations [time, batch, 4 hidden] (i, f, g, o),
     which the backward pass then reads instead of recomputing them."""
@@ -213,7 +213,8 @@ def _forward_scan(xp, w, h0, c0, mask, *, save_cells, unroll):
     def step(carry, inputs):
         h, c = carry
         x, keep = inputs
-        i, f, g, o = _gates(x.astype(F32) + _dot(h, w), hidden)
+        z = x.astype(F32) + _dot(h, w)
+        i, f, g, o = _gates(z if b is None else z + b, hidden)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if keep is not None:
@@ -253,10 +254,12 @@ def _backward_scan(acts, tc, cp, dhs, wt, dh_t, dc_t, mask, *, unroll):
     return dz, dh0, dc0
 
 
-def _run_forward(impl, xp, w, h0, c0, mask, save_cells):
+def _run_forward(impl, xp, w, b, h0, c0, mask, save_cells):
     kind, arg, block_time, block_batch = impl
     if kind == "scan":
-        return _forward_scan(xp, w, h0, c0, mask, save_cells=save_cells, unroll=arg)
+        return _forward_scan(xp, w, b, h0, c0, mask, save_cells=save_cells, unroll=arg)
+    if b is not None:
+        xp = xp + b.astype(xp.dtype)
     return _forward_call(xp, w, h0, c0, mask, save_cells=save_cells, interpret=arg,
                          block_time=block_time, block_batch=block_batch)
 
@@ -272,62 +275,70 @@ def _run_backward(impl, *args):
 # impl: ("pallas", interpret, block_time, block_batch) or ("scan", unroll, None, None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _recurrence(xp, w, h0, c0, mask, impl):
-    hs, h_t, c_t = _run_forward(impl, xp, w, h0, c0, mask, save_cells=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _recurrence(xp, w, b, h0, c0, mask, impl):
+    hs, h_t, c_t = _run_forward(impl, xp, w, b, h0, c0, mask, save_cells=False)
     return hs, h_t, c_t
 
 
-def _recurrence_fwd(xp, w, h0, c0, mask, impl):
-    hs, h_t, c_t, cs, *acts = _run_forward(impl, xp, w, h0, c0, mask, save_cells=True)
+def _recurrence_fwd(xp, w, b, h0, c0, mask, impl):
+    hs, h_t, c_t, cs, *acts = _run_forward(impl, xp, w, b, h0, c0, mask, save_cells=True)
     # the scan saved the gates, so xp is not kept alive for the backward (only its dtype)
     xp_res = jnp.zeros((0,), xp.dtype) if acts else xp
-    return (hs, h_t, c_t), (xp_res, w, h0, c0, mask, hs, cs, acts[0] if acts else None)
+    return (hs, h_t, c_t), (xp_res, w, b, h0, c0, mask, hs, cs, acts[0] if acts else None)
 
 
 def _recurrence_bwd(impl, res, cotangents):
-    xp, w, h0, c0, mask, hs, cs, acts = res
+    xp, w, b, h0, c0, mask, hs, cs, acts = res
     d_hs, d_ht, d_ct = cotangents
     hidden = h0.shape[-1]
     h_prev = jnp.concatenate([h0[None].astype(F32), hs[:-1]], axis=0)   # [time, batch, hidden]
     c_prev = jnp.concatenate([c0[None].astype(F32), cs[:-1]], axis=0)
     if acts is None:  # Pallas: all steps' gates at once, one [time*batch, hidden] x [hidden,
         z = xp.astype(F32) + _dot(h_prev, w)  # 4 hidden] matmul (the kernel saved none)
+        z = z if b is None else z + b
         acts = jnp.concatenate(_gates(z, hidden), axis=-1)
     dz, dh0, dc0 = _run_backward(impl, acts, jnp.tanh(cs), c_prev, d_hs.astype(F32), w.T,
                                  d_ht.astype(F32), d_ct.astype(F32), mask)
     dw = jnp.einsum("tbh,tbg->hg", h_prev.astype(w.dtype), dz.astype(w.dtype),
                     preferred_element_type=F32)
     d_mask = None if mask is None else jnp.zeros_like(mask)
-    return (dz.astype(xp.dtype), dw.astype(w.dtype), dh0.astype(h0.dtype),
+    db = None if b is None else jnp.sum(dz, axis=(0, 1)).astype(b.dtype)
+    return (dz.astype(xp.dtype), dw.astype(w.dtype), db, dh0.astype(h0.dtype),
             dc0.astype(c0.dtype), d_mask)
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def _arguments(name, xp, w_hh, h0, c0, mask):
+def _arguments(name, xp, w_hh, b, h0, c0, mask):
     """Checks the public functions' shapes; the carry in float32, the mask as [time, batch, 1]."""
-    if xp.ndim != 3 or xp.shape[-1] != 4 * h0.shape[-1] or w_hh.shape != (h0.shape[-1],
-                                                                          xp.shape[-1]):
-        raise ValueError(f"{name} needs xp [time, batch, 4h], w_hh [h, 4h], h0/c0 [batch, h]; "
-                         f"got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}")
+    if (xp.ndim != 3 or xp.shape[-1] != 4 * h0.shape[-1]
+            or w_hh.shape != (h0.shape[-1], xp.shape[-1])
+            or (b is not None and b.shape != (xp.shape[-1],))):
+        raise ValueError(f"{name} needs xp [time, batch, 4h], w_hh [h, 4h], h0/c0 [batch, h], "
+                         f"b [4h] or None; got xp {xp.shape}, w_hh {w_hh.shape}, h0 {h0.shape}, "
+                         f"b {None if b is None else b.shape}")
     if mask is not None:
         mask = mask.astype(F32)[..., None]
-    return xp, w_hh, h0.astype(F32), c0.astype(F32), mask
+    return xp, w_hh, b, h0.astype(F32), c0.astype(F32), mask
 
 
 def lstm_recurrence(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array,
-                    mask: jax.Array | None = None, *, interpret: bool = False,
-                    block_time: int | None = None, block_batch: int | None = None):
+                    mask: jax.Array | None = None, *, b: jax.Array | None = None,
+                    interpret: bool = False, block_time: int | None = None,
+                    block_batch: int | None = None):
     """The LSTM recurrence over projected inputs, as a Pallas kernel.
 
     Args:
-      xp: [time, batch, 4 hidden] input half of the gates (x W_ih + b), gate order i, f, g, o.
+      xp: [time, batch, 4 hidden] input half of the gates (x W_ih, + b unless `b` is given),
+        gate order i, f, g, o.
       w_hh: [hidden, 4 hidden] recurrent matrix; its dtype is the matmul's compute dtype
         (bfloat16 for the mixed-precision policy), accumulation is float32.
       h0, c0: [batch, hidden] initial carry (float32).
       mask: optional [time, batch] (bool or 0/1); at 0 the carry is left unchanged.
+      b: optional [4 hidden] gate bias, added to xp inside the recurrence (the scan adds it in
+        the per-step gate arithmetic instead of in a pass over all of xp).
       interpret: run with Pallas's interpreter (any backend; needed on CPU).
       block_time, block_batch: block sizes of the grid (default: the whole axis); they must
         divide time and batch.
@@ -335,15 +346,16 @@ def lstm_recurrence(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array
     Returns:
       (hs [time, batch, hidden] float32: the carry h after each step, h_T, c_T [batch, hidden]).
     """
-    return _recurrence(*_arguments("lstm_recurrence", xp, w_hh, h0, c0, mask),
+    return _recurrence(*_arguments("lstm_recurrence", xp, w_hh, b, h0, c0, mask),
                        ("pallas", interpret, block_time, block_batch))
 
 
 def lstm_recurrence_scan(xp: jax.Array, w_hh: jax.Array, h0: jax.Array, c0: jax.Array,
-                         mask: jax.Array | None = None, *, unroll: int = 1):
+                         mask: jax.Array | None = None, *, b: jax.Array | None = None,
+                         unroll: int = 1):
     """`lstm_recurrence` with both loops on `jax.lax.scan` instead of the Pallas kernel: the
     same hand-written backward pass (one matmul per backward step, dW_hh as one matmul after
     the loop) on any backend; the forward saves h, c and the gate activations per step, so
     nothing is recomputed. Same arguments and results; `unroll` is the scans' unroll factor."""
-    return _recurrence(*_arguments("lstm_recurrence_scan", xp, w_hh, h0, c0, mask),
+    return _recurrence(*_arguments("lstm_recurrence_scan", xp, w_hh, b, h0, c0, mask),
                        ("scan", int(unroll), None, None))
