@@ -16,11 +16,12 @@ Speed and memory options (none changes the results beyond float rounding):
                  sqrt(time) steps (only the carries between chunks are stored), an int k chunks
                  of k steps (1 = every step).
   fused          "auto" runs a plain LSTM layer through cuDNN on a CUDA GPU (float32, no general
-                 mask) and through the hand-written-backward "vjp" path on CPU (float32 or
-                 bfloat16, any mask), everything else through the scan; "scan", "cudnn",
+                 mask), and on CPU every cell whose step is one recurrent matmul and elementwise
+                 work (LSTM, GRU, Elman; float32 or bfloat16, any mask) through a hand-written
+                 backward pass ("vjp"); everything else through the scan. "scan", "cudnn",
                  "pallas", "vjp" force a path (`rnnlab.fused`). The fused paths support
-                 reverse-mode autodiff only: for `jax.jvp` / `jax.jacfwd` through an LSTM pass
-                 "scan".
+                 reverse-mode autodiff only: for `jax.jvp` / `jax.jacfwd` through float32
+                 cells on CPU or GPU pass "scan" (float64 always takes the scan).
   compute_dtype  mixed precision: e.g. "bfloat16" multiplies in bfloat16 while parameters,
                  carry, gates and accumulation stay float32 (the floating parameters are cast
                  once, outside the loop; their gradients arrive in float32). Defaults to the

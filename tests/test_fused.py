@@ -35,11 +35,13 @@ def _problem(seed=0, batch_shape=(B,), time=T, hidden=H):
 
 
 def _loss(run, params, xs, carry, **kw):
-    """A scalar touching every output and both halves of the final carry; aux: the outputs."""
+    """A scalar touching every output and every part of the final carry; aux: the outputs."""
     out = run(params, xs, carry, **kw)
-    (h, c), ys = out
+    final, ys = out
     w = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
-    return jnp.sum(ys * w) + jnp.sum(jnp.tanh(h)) + jnp.sum(c ** 2), out
+    parts = jax.tree_util.tree_leaves(final)
+    return (jnp.sum(ys * w) + jnp.sum(jnp.tanh(parts[0]))
+            + sum(jnp.sum(p ** 2) for p in parts[1:])), out
 
 
 def _assert_same_run(run_a, run_b, params, xs, carry, atol=1e-5, grad_atol=1e-5, grad_rtol=1e-5,
@@ -221,6 +223,44 @@ def test_vjp_path_lengths_zero_carry_extra_axes_and_bfloat16():
                      grad_rtol=1e-2)
 
 
+# --- the split-step VJP (split_vjp.py: every cell with one recurrent matmul) ---------------
+
+SPLIT_CELLS = {"gru": {}, "rnn_tanh": {}, "rnn_relu": {},
+               "lstm-peep-ln": {"peepholes": True, "layer_norm": True}}
+
+
+@pytest.mark.parametrize("name", list(SPLIT_CELLS))
+@pytest.mark.parametrize("reverse,unroll", [(False, 2), (True, 3)], ids=["fwd-unroll2",
+                                                                          "rev-unroll3"])
+def test_split_vjp_path_matches_scan(name, reverse, unroll):
+    """Outputs, final carry and gradients of the split-step backward equal autodiff of the
+    scan, with a holed and padded mask; unroll 2 divides no time length here, 3 does not."""
+    cell = rnnlab.cells.make(name.split("-")[0], H, **SPLIT_CELLS[name])
+    assert cell.recurrent_weight == "w_hh"
+    params = cell.init(jax.random.key(0), IN)
+    xs = jax.random.normal(jax.random.key(1), (B, 6 if unroll == 2 else T, IN))
+    carry = jax.tree_util.tree_map(lambda a: 0.5 + a, cell.initial_carry((B,)))
+    mask = (jnp.arange(xs.shape[1])[None] < LENGTHS[:, None]).at[0, 2].set(False)
+    run = lambda path: lambda p, x, c: rnnlab.unroll(  # noqa: E731
+        cell, p, x, c, mask=mask, reverse=reverse, fused=path, unroll=unroll)
+    _assert_same_run(run("vjp"), run("scan"), params, xs, carry)
+
+
+def test_split_vjp_path_flax_params_and_bfloat16():
+    """A Flax module's FrozenDict parameters, and the bfloat16 policy, through the split path."""
+    from flax.core import freeze
+
+    cell = rnnlab.cells.make("gru", H)
+    params = cell.init(jax.random.key(0), IN)
+    xs = jax.random.normal(jax.random.key(1), (B, T, IN))
+    run = lambda path, **kw: lambda p, x, c: rnnlab.unroll(  # noqa: E731
+        cell, p, x, c, fused=path, **kw)
+    _assert_same_run(run("vjp"), run("scan"), freeze(params), xs, cell.initial_carry((B,)))
+    _assert_same_run(run("vjp", compute_dtype="bfloat16"), run("scan", compute_dtype="bfloat16"),
+                     params, xs, cell.initial_carry((B,)), atol=1e-4, grad_atol=1e-2,
+                     grad_rtol=1e-2)
+
+
 # --- choosing the path -----------------------------------------------------------------------
 
 
@@ -232,12 +272,14 @@ def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
     assert fused.select(cell, params, xs, carry, mask) == "vjp"  # any mask
     for case, args, kw in [
         ("remat", (cell, params, xs, carry), {"remat": True}),
-        ("peepholes", (rnnlab.cells.make("lstm", H, peepholes=True), params, xs), {}),
-        ("gru", (rnnlab.cells.make("gru", H), params, xs), {}),
         ("float64", (cell, jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params),
                      np.asarray(xs, np.float64)), {}),
+        ("gru, Cho form", (rnnlab.cells.make("gru", H, variant="cho"), params, xs), {}),
+        ("jordan", (rnnlab.cells.make("jordan", H), params, xs), {}),
     ]:
         assert fused.select(*args, **kw) == "scan", case
+    for name, kw in [("gru", {}), ("rnn_tanh", {}), ("lstm", {"peepholes": True})]:
+        assert fused.select(rnnlab.cells.make(name, H, **kw), params, xs) == "vjp", name
     # forward mode needs the scan: the vjp path is a custom VJP
     jvp = lambda path: jax.jvp(  # noqa: E731
         lambda x: rnnlab.unroll(cell, params, x, carry, fused=path)[1], (xs,), (xs,))

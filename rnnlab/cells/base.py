@@ -14,6 +14,12 @@ time loop:
     carry, y = cell.step(params, carry, xp[:, t])       # only the recurrent half per step
 
 `cell(params, carry, x) == cell.step(params, carry, cell.project_inputs(params, x))`.
+
+Cells whose step is one recurrent matmul followed by elementwise work also expose that split,
+which lets `rnnlab.fused.split_vjp` write their backward pass by hand:
+
+    zh = dot(cell.recurrent_input(carry), params[cell.recurrent_weight])
+    carry, y = cell.combine(params, carry, xp_t, zh)    # == cell.step(params, carry, xp_t)
 """
 
 from __future__ import annotations
@@ -107,6 +113,19 @@ class Cell:
 
     def __call__(self, params: Params, carry: Carry, x: jax.Array):
         return self.step(params, carry, self.project_inputs(params, x))
+
+    # --- the split step (optional) -------------------------------------------------------
+    # the name of the parameter the step multiplies `recurrent_input(carry)` by, when the rest
+    # of the step is `combine`; None: the step has no such split
+    recurrent_weight = None
+
+    def recurrent_input(self, carry: Carry) -> jax.Array:
+        """The part of the carry the recurrent matmul takes."""
+        return carry
+
+    def combine(self, params: Params, carry: Carry, xp: jax.Array, zh: jax.Array):
+        """The step after its recurrent matmul zh: (carry, y)."""
+        raise NotImplementedError
 
     # --- helpers ------------------------------------------------------------------------
     def check_input(self, params: Params, xs: jax.Array) -> None:

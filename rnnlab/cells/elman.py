@@ -52,7 +52,12 @@ class Elman(Cell):
     def project_inputs(self, params, xs):
         return dot(xs, params["w_ih"]) + params["b"]
 
+    recurrent_weight = "w_hh"
+
     def step(self, params, carry, xp):
-        h = activation_fn(self.activation)(xp + dot(carry, params["w_hh"]))
+        return self.combine(params, carry, xp, dot(carry, params["w_hh"]))
+
+    def combine(self, params, carry, xp, zh):
+        h = activation_fn(self.activation)(xp + zh)
         return h, h
 

@@ -56,18 +56,27 @@ class GRU(Cell):
     def project_inputs(self, params, xs):
         return dot(xs, params["w_ih"]) + params["b_ih"]
 
-    def step(self, params, carry, xp):
+    @property
+    def recurrent_weight(self):  # the Cho form's second matmul depends on r: no split
+        return "w_hh" if self.variant == "cudnn" else None
+
+    def combine(self, params, carry, xp, zh):
         h = carry
-        n_ = self.hidden_size
         a_r, a_z, a_n = jnp.split(xp, 3, axis=-1)
+        u_r, u_z, u_n = jnp.split(zh + params["b_hh"], 3, axis=-1)
+        r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
+        n = jnp.tanh(a_n + r * u_n)
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    def step(self, params, carry, xp):
         w, b = params["w_hh"], params["b_hh"]
         if self.variant == "cudnn":
-            u_r, u_z, u_n = jnp.split(dot(h, w) + b, 3, axis=-1)
-            r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
-            n = jnp.tanh(a_n + r * u_n)
-        else:
-            u_r, u_z = jnp.split(dot(h, w[:, :2 * n_]) + b[:2 * n_], 2, axis=-1)
-            r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
-            n = jnp.tanh(a_n + dot(r * h, w[:, 2 * n_:]) + b[2 * n_:])
+            return self.combine(params, carry, xp, dot(carry, w))
+        h, n_ = carry, self.hidden_size
+        a_r, a_z, a_n = jnp.split(xp, 3, axis=-1)
+        u_r, u_z = jnp.split(dot(h, w[:, :2 * n_]) + b[:2 * n_], 2, axis=-1)
+        r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
+        n = jnp.tanh(a_n + dot(r * h, w[:, 2 * n_:]) + b[2 * n_:])
         h = (1.0 - z) * n + z * h
         return h, h

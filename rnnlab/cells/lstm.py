@@ -97,9 +97,16 @@ class LSTM(Cell):
             z = _layer_norm(z, params["ln"]["x"])
         return z + params["b"]
 
+    recurrent_weight = "w_hh"
+
+    def recurrent_input(self, carry):
+        return carry.h
+
     def step(self, params, carry, xp):
+        return self.combine(params, carry, xp, dot(carry.h, params["w_hh"]))
+
+    def combine(self, params, carry, xp, zh):
         h, c = carry
-        zh = dot(h, params["w_hh"])
         if self.layer_norm:
             zh = _layer_norm(zh, params["ln"]["h"])
         i, f, g, o = jnp.split(xp + zh, 4, axis=-1)

@@ -1,4 +1,5 @@
-"""Fused accelerator paths for the LSTM recurrence, and the choice between them and the scan.
+"""Fused paths for the recurrence (cuDNN, Pallas, hand-written backward passes), and the choice
+between them and the scan.
 
     path = select(cell, params, xs, mask=None, lengths=None, requested="auto")
     carry, ys = fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse)
@@ -14,10 +15,13 @@ Paths:
             (`pallas_lstm.lstm_recurrence_scan`): the forward saves h, c and the gates per
             step, the backward runs one matmul per step, and dW_hh is one matmul after the loop
             instead of an accumulation inside it; the bias joins the per-step gate arithmetic
-            instead of a pass over all projected inputs. Any backend, any mask.
+            instead of a pass over all projected inputs. Any backend, any mask. Every other
+            cell with a split step (`Cell.recurrent_weight`: Elman, GRU in its cuDNN form, LSTM
+            with peepholes or layer norm) takes the generic form of the same idea
+            (`split_vjp.py`). float32 / bfloat16.
 
-`requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU, "vjp" on
-CPU) where it is valid and "scan" otherwise; under `jax.vmap` (the cuDNN binding has no
+`requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
+LSTM, "vjp" on CPU for every cell with a split step) where it is valid and "scan" otherwise; under `jax.vmap` (the cuDNN binding has no
 batching rule) it falls back to the scan at trace time. Asking for a path where it is not
 valid is a ValueError that says why.
 
@@ -37,11 +41,13 @@ from rnnlab.cells.base import dot
 from rnnlab.cells.lstm import LSTM, LSTMCarry
 from rnnlab.fused import cudnn
 from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
+from rnnlab.fused.split_vjp import split_recurrence
 
 PATHS = ("auto", "scan", "cudnn", "pallas", "vjp")
-# the path `requested="auto"` takes for a plain LSTM layer, per platform (else the scan): both
-# measured faster than the scan there (cuDNN: by its design, never run here; "vjp" on CPU:
-# `experiments.benchmarks.speed`, workloads B and L 1.4-1.6x, A the same)
+# the path `requested="auto"` takes per platform where it is valid (else the scan): cuDNN by its
+# design (never run here); "vjp" measured faster than the scan on CPU with
+# `experiments.benchmarks.speed` (LSTM: workload B 1.4x, L 1.6x, A the same; GRU and tanh RNN
+# on B ~1.3x)
 AUTO = {"cuda": "cudnn", "cpu": "vjp"}
 
 
@@ -59,16 +65,24 @@ def _floats(tree):
             if jnp.issubdtype(leaf.dtype, jnp.floating)]
 
 
+def _plain_lstm(cell) -> bool:
+    return type(cell) is LSTM and not (cell.peepholes or cell.layer_norm)
+
+
 def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=None,
             remat=False) -> list[str]:
     """The reasons `path` ("cudnn", "pallas" or "vjp") cannot run this layer; [] when it can."""
-    reasons = []
-    if type(cell) is not LSTM:
-        return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
-    if cell.peepholes or cell.layer_norm:
-        reasons.append("it has no peepholes or layer norm")
     if remat:
-        reasons.append("remat asks for the scan (the fused path keeps its own activations)")
+        return ["remat asks for the scan (the fused paths keep their own activations)"]
+    reasons = []
+    if path == "vjp" and not _plain_lstm(cell):  # any cell with a split step (split_vjp.py)
+        if getattr(cell, "recurrent_weight", None) is None:
+            return [f"{type(cell).__name__} has no split step (one recurrent matmul, then "
+                    "elementwise work)"]
+    elif type(cell) is not LSTM:
+        return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
+    elif not _plain_lstm(cell):
+        reasons.append("it has no peepholes or layer norm")
     if path == "cudnn":
         if platform() != "cuda":
             reasons.append(f"cuDNN needs a CUDA GPU backend, this is {platform()!r}")
@@ -83,7 +97,8 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
         allowed = {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}
         dtypes = {*_floats(params), xs.dtype}
         if not dtypes <= allowed:
-            reasons.append(f"the kernel takes float32/bfloat16 (got {sorted(map(str, dtypes))})")
+            reasons.append(f"it takes float32/bfloat16 (got {sorted(map(str, dtypes))}; "
+                           "float64 studies run on the scan)")
     return reasons
 
 
@@ -123,6 +138,8 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
     hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
     x = xs.reshape(b, time, xs.shape[-1])
+    if path == "vjp" and not _plain_lstm(cell):
+        return _split_unroll(cell, params, x, carry, mask, lengths, reverse, unroll, batch_shape)
     dtype = jnp.float32 if carry is None else carry.h.dtype
     c0 = (LSTMCarry(jnp.zeros((b, hidden), dtype), jnp.zeros((b, hidden), dtype))
           if carry is None else LSTMCarry(*(a.reshape(b, hidden) for a in carry)))
@@ -160,6 +177,25 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     return c, ys.reshape(*batch_shape, time, hidden)
 
 
+def _split_unroll(cell, params, x, carry, mask, lengths, reverse, unroll, batch_shape):
+    """fused_unroll's "vjp" path for a cell other than the plain LSTM (`split_vjp.py`)."""
+    b, time = x.shape[:2]
+    m = None if mask is None else mask.reshape(b, time).astype(bool)
+    if lengths is not None:
+        m = jnp.arange(time)[None] < lengths.reshape(b)[:, None]
+    if carry is None:
+        carry = cell.initial_carry((b,), jnp.result_type(*_floats(params), x.dtype))
+    c0 = jax.tree_util.tree_map(lambda a: a.reshape(b, *a.shape[len(batch_shape):]), carry)
+    xp = cell.project_inputs(params, jnp.moveaxis(x, 1, 0))  # [time, b, G]
+    mt = None if m is None else m.T
+    if reverse:
+        xp, mt = xp[::-1], None if mt is None else mt[::-1]
+    c, ys = split_recurrence(cell, params, xp, c0, mt, unroll=unroll)
+    ys = ys[::-1] if reverse else ys
+    c = jax.tree_util.tree_map(lambda a: a.reshape(*batch_shape, *a.shape[1:]), c)
+    return c, jnp.moveaxis(ys, 0, 1).reshape(*batch_shape, time, ys.shape[-1])
+
+
 __all__ = ["PATHS", "cudnn", "fused_unroll", "is_fallback_error", "lstm_recurrence",
            "lstm_recurrence_scan",
-           "platform", "select", "why_not"]
+           "platform", "select", "split_recurrence", "why_not"]
