@@ -67,6 +67,39 @@ def test_rnnlab_step_options_keep_the_math():
     assert abs(losses["bf16"] - losses["flax"]) < 1e-2, losses
 
 
+def test_profile_op_table_counts_concurrent_threads_once(tmp_path):
+    """Two threads running one operation at once count once; calls and shapes come through."""
+    import gzip
+
+    from experiments.benchmarks.profile import op_table
+
+    run = tmp_path / "plugins" / "profile" / "run1"
+    run.mkdir(parents=True)
+    ev = lambda name, ts, dur, tid: dict(ph="X", name=name, ts=ts, dur=dur, pid=1,  # noqa: E731
+                                         tid=tid)
+    events = [ev("ynn_fusion.3", 0, 1000, 1), ev("ynn_fusion.3", 200, 1000, 2),  # one call
+              ev("ynn_fusion.3", 5000, 500, 1),  # a second call
+              ev("add_fusion", 2000, 300, 1), ev("ThunkExecutor::Execute", 0, 9000, 1)]
+    with gzip.open(run / "vm.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    hlo = ('  %ynn_fusion.3 = f32[32,2048]{1,0} fusion(%a, %b), kind=kCustom, '
+           'metadata={op_name="jit(step)/while/body/dot_general"}\n'
+           '  %add_fusion = f32[32]{0} fusion(%c), kind=kLoop\n')
+    rows = op_table(str(tmp_path), hlo, steps=1)
+    assert [r[2] for r in rows] == ["ynn_fusion.3", "add_fusion"]
+    ms, calls, _, shape, origin = rows[0]
+    assert (ms, calls, shape, origin) == (1.7, 2, "f32[32,2048]{1,0}", "while/body/dot_general")
+
+
+@pytest.mark.slow
+def test_profile_quick_run_lists_matmuls():
+    cmd = [sys.executable, "-m", "experiments.benchmarks.profile", "--quick", "--cell=gru",
+           "--top=50"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ms per step" in proc.stdout and "dot_general" in proc.stdout
+
+
 def test_round_robin_times_every_variant():
     from experiments.benchmarks import micro
 

@@ -3,6 +3,7 @@
     python -m experiments.benchmarks.micro --bench=unroll --json=runs/bench/unroll.json
     python -m experiments.benchmarks.micro --bench=memory --json=runs/bench/memory.json
     python -m experiments.benchmarks.micro --bench=xla_flags --json=runs/bench/xla_flags.json
+    python -m experiments.benchmarks.micro --bench=matmul --json=runs/bench/matmul.json
 
 unroll     one LSTM layer, forward + backward over `--time` steps, for hidden x batch shapes and
            unroll 1, 2, 4, 8 (timed round-robin, so load drifts hit all variants alike); prints
@@ -12,10 +13,12 @@ memory     XLA's memory analysis (temp buffers of the compiled step; independent
            speed.py's workload-L training step (2x256 LSTM LM, batch 16) at several sequence
            lengths, without remat, with remat of every step, and with rnnlab's chunked remat.
 xla_flags  one 2x650 LSTM (workload A's recurrent part: batch 20, 35 steps) under several
-           XLA_FLAGS (`XLA_FLAG_SETS`), each in its own process, `--rounds` passes in turn: the
+           XLA_FLAGS (`XLA_FLAG_SETS`), each in its own process, `--passes` passes in turn: the
            bare recurrent matmul [20, 650] x [650, 2600], the forward pass and forward +
            backward, as matmul GFLOP/s, with the largest output difference from the default
            flags (0 means the same kernels ran).
+matmul     the speed benchmark's matmul shapes alone, XLA against PyTorch in one process
+           (round-robin): does a step's gap come from the matmul library or from the rest?
 
 Timings on a shared machine move with its load: every timing is printed with the 1-minute load
 average (`os.getloadavg`) measured around it.
@@ -32,14 +35,15 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("bench", "unroll", ["unroll", "memory", "xla_flags"], "which micro-benchmark")
+flags.DEFINE_enum("bench", "unroll", ["unroll", "memory", "xla_flags", "matmul"],
+                  "which micro-benchmark")
 flags.DEFINE_string("json", "", "write the results here as JSON ('' = print only)")
 flags.DEFINE_integer("time", 32, "unroll: time steps per call")
 flags.DEFINE_string("hidden", "32,64,128,256,512,650", "unroll: comma list of hidden sizes")
 flags.DEFINE_string("batch", "1,8,32", "unroll: comma list of batch sizes")
 flags.DEFINE_float("seconds", 1.5, "unroll / xla_flags: timing budget per variant")
 flags.DEFINE_string("seqs", "256,1024,4096", "memory: comma list of sequence lengths")
-flags.DEFINE_integer("rounds", 2, "xla_flags: passes over the flag sets (round-robin)")
+flags.DEFINE_integer("passes", 2, "xla_flags: passes over the flag sets (round-robin)")
 flags.DEFINE_string("child", None, "internal: xla_flags child (prints one RESULT line)")
 
 UNROLLS = (1, 2, 4, 8)
@@ -114,6 +118,41 @@ def bench_unroll(hiddens, batches, steps, seconds):
                 f"u{k} {row['ms'][k]:8.2f} ms ({row['speedup'][k]:.2f}x)" for k in UNROLLS)
                 + f"  fastest u{row['fastest']}  auto u{row['auto']}  load {row['load']}",
                 flush=True)
+    return rows
+
+
+# --- matmul ---------------------------------------------------------------------------------
+
+# [m, k] x [k, n] matmuls of the speed benchmark's LSTM steps: per-step recurrent forward,
+# backward dh and per-step dW (workloads B and A), and the hoisted input projection and softmax
+MATMULS = ((32, 512, 2048), (32, 2048, 512), (512, 32, 2048), (4096, 512, 2048),
+           (4096, 64, 2048), (20, 650, 2600), (20, 2600, 650), (700, 650, 2600),
+           (700, 650, 10000))
+
+
+def bench_matmul(shapes, seconds):
+    """float32 [m, k] x [k, n] in XLA (jitted) and in PyTorch (threads = CPUs), timed
+    round-robin in one process: GFLOP/s from each one's fastest call."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    rows = []
+    for m, k, n in shapes:
+        a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
+        b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
+        ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+        mm = jax.jit(jnp.matmul)
+        mm(ja, jb).block_until_ready()
+        times = _time_round_robin({"xla": lambda: mm(ja, jb).block_until_ready(),
+                                   "torch": lambda: torch.matmul(ta, tb)}, seconds)
+        gf = {name: 2 * m * k * n / min(t) / 1e9 for name, t in times.items()}
+        rows.append({"m": m, "k": k, "n": n, "gflops": gf, "xla_over_torch": gf["xla"] /
+                     gf["torch"], "load": _load()})
+        print(f"{m:5d} x {k:5d} x {n:5d}: XLA {gf['xla']:6.1f} GFLOP/s, PyTorch "
+              f"{gf['torch']:6.1f}, ratio {gf['xla'] / gf['torch']:.2f}", flush=True)
     return rows
 
 
@@ -236,8 +275,10 @@ def main(argv):
         rows = bench_unroll(ints(FLAGS.hidden), ints(FLAGS.batch), FLAGS.time, FLAGS.seconds)
     elif FLAGS.bench == "memory":
         rows = bench_memory(ints(FLAGS.seqs))
+    elif FLAGS.bench == "matmul":
+        rows = bench_matmul(MATMULS, FLAGS.seconds)
     else:
-        rows = bench_xla_flags(FLAGS.seconds, FLAGS.rounds)
+        rows = bench_xla_flags(FLAGS.seconds, FLAGS.passes)
     report = {"bench": FLAGS.bench, "cpus": os.cpu_count(), "rows": rows}
     if FLAGS.json:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
