@@ -43,7 +43,21 @@ def test_quick_run_writes_json(tmp_path):
     assert all("error" not in r for r in results), results
     assert all(r["tokens_per_s"] > 0 for r in results)
     assert all(r.get("init_loss_agrees", True) for r in results), report["same_math"]
+    assert len({r["device"] for r in results}) == 1, results  # all on one device
     assert "| B | lstm | rnnlab |" in proc.stdout
+
+
+def test_ratio_across_devices_is_flagged():
+    from experiments.benchmarks.speed import finish
+
+    row = lambda impl, dev, tps: dict(workload="A", cell="lstm", impl=impl, device=dev,  # noqa: E731
+                                      tokens_per_s=tps, init_loss=9.2)
+    results = [row("rnnlab", "cpu", 100.0), row("torch", "NVIDIA H200", 400.0),
+               row("flax", "cpu", 50.0)]
+    checks = finish(results)
+    assert [r.get("ratio") for r in results] == [None, 0.25, 2.0]
+    assert any("torch: ran on NVIDIA H200, rnnlab on cpu" in c for c in checks), checks
+    assert not any("flax: ran on" in c for c in checks), checks
 
 
 @pytest.mark.slow

@@ -25,6 +25,11 @@ step's time), step time median and min over `--steps` steps after `--warmup` ste
 achieved GFLOP/s (matmul FLOPs counted analytically: forward 2*m*k*n per matmul, backward twice
 that), peak RSS of the worker process (ru_maxrss; includes the framework itself), XLA's temp
 buffer size for JAX runs, and the ratio of rnnlab's tokens/s to each peer's.
+
+On a CUDA GPU (install `.[cuda,test]` so JAX sees it) every worker runs there: PyTorch's
+`nn.LSTM`/`nn.GRU`/`nn.RNN` through cuDNN, rnnlab's LSTM through JAX's cuDNN binding
+(`fused=auto`), and the table reports the device and its peak allocated memory. Each row names
+its device, and the same-math lines warn when rnnlab and a peer ran on different ones.
 """
 
 from __future__ import annotations
@@ -244,13 +249,20 @@ def worker_jax(spec, w, xs, ys):
         return float(loss)  # blocks
 
     losses, times = _timed_loop(step, len(xs), spec["warmup"], spec["steps"])
-    return {"compile_s": compile_s, "losses": losses, "times": times, "xla_temp_mb": temp_mb}
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() or {}  # None on CPU
+    peak = stats.get("peak_bytes_in_use")
+    return {"compile_s": compile_s, "losses": losses, "times": times, "xla_temp_mb": temp_mb,
+            "device": "cpu" if dev.platform == "cpu" else dev.device_kind,
+            "device_peak_mb": None if peak is None else peak / 2**20}
 
 
 def worker_torch(spec, w, xs, ys):
     import torch
 
     torch.set_num_threads(os.cpu_count())
+    # on a CUDA GPU nn.LSTM/GRU/RNN run through cuDNN; float(loss) below synchronises
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cell, cfg = spec["cell"], spec["cfg"]
     h, n_layers = cfg["hidden"], cfg["layers"]
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[cell]
@@ -277,10 +289,11 @@ def worker_torch(spec, w, xs, ys):
             getattr(model.rnn, f"weight_hh_l{l}").copy_(t(w[f"w_hh{l}"].T))
             getattr(model.rnn, f"bias_ih_l{l}").copy_(t(w[f"b_ih{l}"]))
             getattr(model.rnn, f"bias_hh_l{l}").copy_(t(w[f"b_hh{l}"]))
+    model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    zeros = torch.zeros(n_layers, cfg["batch"], h)
+    zeros = torch.zeros(n_layers, cfg["batch"], h, device=dev)
     state = {"c": (zeros, zeros.clone()) if cell == "lstm" else zeros}
-    xs_t, ys_t = torch.from_numpy(xs).long(), torch.from_numpy(ys).long()
+    xs_t, ys_t = torch.from_numpy(xs).long().to(dev), torch.from_numpy(ys).long().to(dev)
     loss_f = torch.nn.CrossEntropyLoss()
 
     def step(i):
@@ -297,8 +310,10 @@ def worker_torch(spec, w, xs, ys):
     compile_s = time.perf_counter() - t0
     losses, times = _timed_loop(step, len(xs), spec["warmup"], spec["steps"])
     # the first timed-loop step repeats batch 0 on updated weights; report the very first loss
+    gpu = dev.type == "cuda"
     return {"compile_s": compile_s, "losses": [first] + losses, "times": times,
-            "xla_temp_mb": None}
+            "xla_temp_mb": None, "device": torch.cuda.get_device_name() if gpu else "cpu",
+            "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None}
 
 
 def run_worker(spec):
@@ -358,20 +373,22 @@ def name(r):
 
 
 def table(results):
-    lines = ["| workload | cell | impl | init loss | compile s | step ms (median / min) | "
-             "tokens/s | GFLOP/s | peak RSS MB | XLA temp MB | rnnlab / this |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| workload | cell | impl | device | init loss | compile s | step ms (median / min) "
+             "| tokens/s | GFLOP/s | peak MB (host RSS; GPU: device) | XLA temp MB | "
+             "rnnlab / this |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['workload']} | {r['cell']} | {name(r)} | error: {r['error']} "
+            lines.append(f"| {r['workload']} | {r['cell']} | {name(r)} | | error: {r['error']} "
                          "| | | | | | | |")
             continue
         temp = "" if r.get("xla_temp_mb") is None else f"{r['xla_temp_mb']:.0f}"
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        peak = r["peak_rss_mb"] if r.get("device_peak_mb") is None else r["device_peak_mb"]
         lines.append(
-            f"| {r['workload']} | {r['cell']} | {name(r)} | {r['init_loss']:.4f} | "
+            f"| {r['workload']} | {r['cell']} | {name(r)} | {r.get('device', '')} | "
+            f"{r['init_loss']:.4f} | "
             f"{r['compile_s']:.2f} | {1e3 * r['step_median_s']:.1f} / {1e3 * r['step_min_s']:.1f} "
-            f"| {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | {r['peak_rss_mb']:.0f} | {temp} "
+            f"| {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | {peak:.0f} | {temp} "
             f"| {ratio} |")
     return "\n".join(lines)
 
@@ -413,6 +430,10 @@ def finish(results):
             continue
         r["ratio"] = ref["tokens_per_s"] / r["tokens_per_s"] if r is not ref else None
         if r["impl"] != "rnnlab":
+            if r.get("device") != ref.get("device"):
+                checks.append(f"{r['workload']} {r['cell']} {r['impl']}: ran on "
+                              f"{r.get('device')}, rnnlab on {ref.get('device')}: the ratio "
+                              "compares different hardware (install rnnlab[cuda] for JAX's GPU)")
             diff = abs(r["init_loss"] - ref["init_loss"])
             r["init_loss_agrees"] = bool(diff <= 1e-4 * max(1.0, abs(ref["init_loss"])))
             checks.append(f"{r['workload']} {r['cell']} {r['impl']}: initial loss "
