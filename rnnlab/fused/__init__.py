@@ -46,8 +46,8 @@ from rnnlab.fused.split_vjp import split_recurrence
 PATHS = ("auto", "scan", "cudnn", "pallas", "vjp")
 # the path `requested="auto"` takes per platform where it is valid (else the scan): cuDNN by its
 # design (never run here); "vjp" measured faster than the scan on CPU with
-# `experiments.benchmarks.speed` (LSTM: workload B 1.4x, L 1.6x, A the same; GRU and tanh RNN
-# on B ~1.3x)
+# `experiments.benchmarks.speed` (LSTM: workload B 1.45x, L 1.3x, A the same; GRU and tanh RNN
+# on B ~1.3x; GRU on L 1.1-1.2x)
 AUTO = {"cuda": "cudnn", "cpu": "vjp"}
 
 
