@@ -27,7 +27,7 @@ from absl import app, flags
 
 from experiments.benchmarks import speed
 
-# --workload, --quick, --fused, --unroll, --warmup and --steps are speed.py's flags (with
+# --workload, --quick, --fused, --unroll, --dtype, --warmup and --steps are speed.py's flags (with
 # defaults B, 3 and 3 here); these are this script's own
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("cell", "lstm", sorted(speed.GATES), "cell")
@@ -75,22 +75,22 @@ def main(argv):
                              f"{sorted(speed.WORKLOADS)}")
     cfg = (speed.QUICK if FLAGS.quick else speed.WORKLOADS)[FLAGS.workload]
     spec = dict(impl=FLAGS.impl, cell=FLAGS.cell, cfg=cfg, fused=FLAGS.fused,
-                unroll=FLAGS.unroll, dtype="float32")
-    w = speed.make_weights(FLAGS.cell, cfg)
+                unroll=FLAGS.unroll, dtype=FLAGS.dtype)
     xs, ys = speed.make_batches(cfg)
-    train_step, params, carry = speed.jax_train_step(spec, w)
-    step = jax.jit(train_step, donate_argnums=(0, 1))
     x, y = jnp.asarray(xs[0]), jnp.asarray(ys[0])
-    hlo = step.lower(params, carry, x, y).compile().as_text()
-    for _ in range(FLAGS.warmup):
-        params, carry, loss = step(params, carry, x, y)
-        float(loss)
+    step, state, _, _ = speed.compile_jax_step(spec, speed.make_weights(FLAGS.cell, cfg), x, y)
+    hlo = step.as_text()
+
+    def run(n):
+        for _ in range(n):
+            state["p"], state["c"], loss = step(state["p"], state["c"], x, y)
+            float(loss)  # blocks
+
+    run(FLAGS.warmup)
     trace_dir = FLAGS.trace_dir or tempfile.mkdtemp(prefix="rnnlab_profile_")
     t0 = time.perf_counter()
     with jax.profiler.trace(trace_dir):
-        for _ in range(FLAGS.steps):
-            params, carry, loss = step(params, carry, x, y)
-            float(loss)
+        run(FLAGS.steps)
     per_step = (time.perf_counter() - t0) / FLAGS.steps * 1e3
     rows = op_table(trace_dir, hlo, FLAGS.steps)
     print(f"{FLAGS.impl} {FLAGS.cell} workload {FLAGS.workload}: {per_step:.0f} ms per step "

@@ -228,21 +228,30 @@ def jax_train_step(spec, w):
     return train_step, params, carry0
 
 
-def worker_jax(spec, w, xs, ys):
-    """rnnlab or Flax: jitted step with donated params and carry."""
+def compile_jax_step(spec, w, x, y):
+    """rnnlab or Flax: (compiled step with donated params and carry, its first state
+    {"p", "c"}, compile seconds, XLA temp MB); also the profiler's step."""
     jax = _jax_setup()
     import jax.numpy as jnp
 
     train_step, params, carry0 = jax_train_step(spec, w)
-    xs_d, ys_d = jnp.asarray(xs), jnp.asarray(ys)
     t0 = time.perf_counter()
-    compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(
-        params, carry0, xs_d[0], ys_d[0]).compile()
+    compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, carry0, x, y).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     temp_mb = None if mem is None else mem.temp_size_in_bytes / 2**20
     fresh = lambda tree: jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)  # noqa: E731
     state = {"p": fresh(params), "c": fresh(carry0)}  # donated buffers must be distinct
+    return compiled, state, compile_s, temp_mb
+
+
+def worker_jax(spec, w, xs, ys):
+    """rnnlab or Flax: the compiled step, timed."""
+    jax = _jax_setup()
+    import jax.numpy as jnp
+
+    xs_d, ys_d = jnp.asarray(xs), jnp.asarray(ys)
+    compiled, state, compile_s, temp_mb = compile_jax_step(spec, w, xs_d[0], ys_d[0])
 
     def step(i):
         state["p"], state["c"], loss = compiled(state["p"], state["c"], xs_d[i], ys_d[i])
@@ -460,11 +469,12 @@ def main(argv):
     steps, warmup = (3, 1) if FLAGS.quick else (FLAGS.steps, FLAGS.warmup)
     load = os.getloadavg()
     specs = plan(workloads, cells, impls, FLAGS.quick, FLAGS.remat)
+    for spec in specs:
+        spec.update(cfg=shapes[spec["workload"]], steps=steps, warmup=warmup,
+                    unroll=FLAGS.unroll, fused=FLAGS.fused, dtype=FLAGS.dtype)
     rounds = [[] for _ in specs]
     for r in range(FLAGS.rounds):
         for spec, runs in zip(specs, rounds):
-            spec.update(cfg=shapes[spec["workload"]], steps=steps, warmup=warmup,
-                        unroll=FLAGS.unroll, fused=FLAGS.fused, dtype=FLAGS.dtype)
             t0 = time.time()
             res = launch(spec, FLAGS.timeout)
             res.update({k: spec[k] for k in ("workload", "cell", "impl", "remat")})
