@@ -305,6 +305,18 @@ class LMTask:
     def initial_carry(self, batch_size: int):
         return self.model.initial_carry(batch_size)
 
+    def recurrent_probe(self, params, batch, carry=None):
+        """(cell, cell_params, xs, carry) for `rnnlab.diagnostics`: the first recurrent layer on
+        the window's embedded tokens xs [batch, bptt, embed] (no dropout), from `carry` (the
+        state the run brings into this window; the initial carry where the window resets it or
+        when None). The gradient flow is measured through the BPTT window."""
+        inputs = jnp.asarray(batch["inputs"])
+        fresh = self.initial_carry(inputs.shape[0])
+        if carry is None or bool(batch.get("reset", False)):
+            carry = fresh
+        xs = jnp.take(params["embedding"], inputs, axis=0)
+        return self.model.cells[0], params["cell_0"], xs, carry[0]
+
     def update_scale(self, batch):
         """Window length / bptt with random window lengths (AWD-LSTM), else 1."""
         if not self.train_stream.random_length:

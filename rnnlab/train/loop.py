@@ -160,14 +160,19 @@ class _Probed(Exception):
     pass
 
 
-def recurrent_probe(task, params, batch) -> tuple:
+def recurrent_probe(task, params, batch, carry=None) -> tuple:
     """(cell, cell_params, xs, carry): the model's first recurrent layer and its inputs
     xs [batch, time, features] on `batch` (after any embedding), for `rnnlab.diagnostics`.
 
-    A task may provide this as the optional member `recurrent_probe(params, batch)`; otherwise
-    the task's loss is run until its first `rnnlab.models.Recurrent` layer is called.
+    `carry` is the model's state entering `batch` for tasks that carry it across batches
+    (`carries_state`; the train state's carry), else the task's initial carry is used.
+    A task may provide this as the optional member `recurrent_probe(params, batch)` (with a
+    `carry` argument when it carries state); otherwise the task's loss is run until its first
+    `rnnlab.models.Recurrent` layer is called.
     """
     if hasattr(task, "recurrent_probe"):
+        if task.carries_state:
+            return task.recurrent_probe(params, batch, carry)
         return task.recurrent_probe(params, batch)
     found = []
 
@@ -180,7 +185,8 @@ def recurrent_probe(task, params, batch) -> tuple:
         return next_fun(*args, **kwargs)
 
     leading = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    carry = task.initial_carry(leading) if task.carries_state else None
+    if carry is None and task.carries_state:
+        carry = task.initial_carry(leading)
     try:
         with nn.intercept_methods(interceptor):
             task.loss(params, batch, carry, None, False)
@@ -193,9 +199,11 @@ def recurrent_probe(task, params, batch) -> tuple:
     return found[0]
 
 
-def _log_gradient_flow(task, d, params, step, writer, layout) -> None:
+def _log_gradient_flow(task, d, state, step, writer, layout) -> None:
+    """Gradient flow through the first recurrent layer on the next train batch, from the carry
+    the run brings into it (stream tasks)."""
     batch = layout.global_batch(task.train_batch(step), "the train batch (task.batch_size)")
-    cell, cell_params, xs, carry = recurrent_probe(task, params, batch)
+    cell, cell_params, xs, carry = recurrent_probe(task, state.params, batch, state.carry)
     writer.write({"step": step, "split": "gradient_flow", **gradient_flow_metrics(
         cell, cell_params, xs, carry=carry, lags=tuple(d.lags), prefix="",
         max_samples=d.max_samples)})
@@ -239,7 +247,7 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     diag = config.diagnostics
     try:
         if diag.every and step == 0:
-            _log_gradient_flow(task, diag, state.params, step, writer, layout)
+            _log_gradient_flow(task, diag, state, step, writer, layout)
         with _preemption_check(ckpt) as preempted_at:
             while step < total:
                 state, m = train_fn(state, task.train_batch(step))
@@ -272,7 +280,7 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
                     t_log += time.perf_counter() - t0  # eval time is not train speed
                 if diag.every and (step % diag.every == 0 or last):
                     t0 = time.perf_counter()
-                    _log_gradient_flow(task, diag, state.params, step, writer, layout)
+                    _log_gradient_flow(task, diag, state, step, writer, layout)
                     t_log += time.perf_counter() - t0
                 k = config.checkpoint
                 due = (last or stop
