@@ -104,6 +104,40 @@ def test_ptb_char_format():
     assert ptb.to_chars(" aer banknote <unk> \n") == "a e r _ b a n k n o t e _ < u n k >\n"
 
 
+# The first lines of Mikolov's ptb.train.txt / ptb.valid.txt and of his ptb.char.*.txt.
+_KNOWN_LINES = [
+    (" aer banknote berlitz calloway centrust cluett fromstein gitano guterman hydro-quebec "
+     "ipo kia memotec mlx nahb punts rake regatta rubens sim snack-food ssangyong swapo "
+     "wachter \n",
+     "a e r _ b a n k n o t e _ b e r l i t z _ c a l l o w a y _ c e n t r u s t _ c l u e t "
+     "t _ f r o m s t e i n _ g i t a n o _ g u t e r m a n _ h y d r o - q u e b e c _ i p o "
+     "_ k i a _ m e m o t e c _ m l x _ n a h b _ p u n t s _ r a k e _ r e g a t t a _ r u b "
+     "e n s _ s i m _ s n a c k - f o o d _ s s a n g y o n g _ s w a p o _ w a c h t e r\n"),
+    (" consumers may want to move their telephones a little closer to the tv set \n",
+     "c o n s u m e r s _ m a y _ w a n t _ t o _ m o v e _ t h e i r _ t e l e p h o n e s "
+     "_ a _ l i t t l e _ c l o s e r _ t o _ t h e _ t v _ s e t\n"),
+    (" N years ago \n", "N _ y e a r s _ a g o\n"),
+]
+
+
+@pytest.mark.parametrize("word, char", _KNOWN_LINES)
+def test_ptb_char_derivation_matches_mikolov_lines(word, char):
+    assert ptb.to_chars(word) == char
+
+
+def test_ptb_char_stream_has_mikolov_token_counts():
+    """On the full PTB (when reachable): the derived character stream, one <eos> per line, has
+    the token counts of Mikolov's ptb.char.valid.txt / ptb.char.test.txt."""
+    shared = shared_data_dir()
+    path = shared and os.path.join(shared, "ptb", "ptb.valid.txt")
+    if not path or not os.path.exists(path):
+        pytest.skip("full PTB not reachable (set RNNLAB_SHARED_DATA to a dir with ptb/)")
+    for split, expected in (("valid", 393_042), ("test", 442_423)):
+        with open(os.path.join(shared, "ptb", f"ptb.{split}.txt")) as f:
+            lines = f.readlines()
+        assert sum(len(ptb.to_chars(l).split()) + 1 for l in lines) == expected
+
+
 # --- TFDS's builder test case on fake manual files -------------------------------------------
 
 _FAKE = tempfile.mkdtemp(prefix="rnnlab_fake_lm_")

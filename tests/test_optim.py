@@ -26,6 +26,14 @@ def test_step_decay_schedule_zaremba():
     assert lrs == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]
 
 
+def test_multistep_schedule_awd_when():
+    """lr multiplied by the factor at the start of each milestone epoch (AWD's --when)."""
+    opt = make_optimizer(_optim(lr=2e-3, schedule="multistep", milestone_epochs=(3, 5),
+                                decay_factor=0.1), steps_per_epoch=10, total_steps=100)
+    lrs = [float(opt.schedule(s)) for s in (0, 29, 30, 49, 50, 99)]
+    np.testing.assert_allclose(lrs, [2e-3, 2e-3, 2e-4, 2e-4, 2e-5, 2e-5], rtol=1e-6)
+
+
 def test_warmup_then_cosine():
     opt = make_optimizer(_optim(lr=2.0, schedule="cosine", warmup_steps=10,
                                 final_lr_fraction=0.1), steps_per_epoch=1, total_steps=110)

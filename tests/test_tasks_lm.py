@@ -27,7 +27,7 @@ from _config_helpers import leaves, smoke_config
 
 @pytest.mark.parametrize("name, variants", [
     ("ptb_zaremba", ("small", "medium", "large")), ("awd_lstm", ("ptb", "wt2")),
-    ("char_shakespeare", ("",))])
+    ("char_shakespeare", ("",)), ("ptb_char", ("cpu", "awd"))])
 def test_configs_validate(name, variants):
     for variant in variants:
         config = smoke_config(name, variant)

@@ -22,7 +22,7 @@ import rnnlab
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 CLIPPING = ("none", "global_norm", "value", "adaptive")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "multistep", "cosine")
 AVERAGING = ("none", "from_step", "nt_asgd")
 NONFINITE = ("stop", "skip")
 BEST_MODES = ("min", "max")
@@ -63,10 +63,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0  # adamw: decoupled; others: L2 term added to the gradient
     c.optim.clip = "global_norm"  # none | global_norm | value | adaptive (Brock et al. 2021)
     c.optim.clip_value = 1.0  # max global norm / max |g| / adaptive ratio, per `clip`
-    c.optim.schedule = "constant"  # constant | step (Zaremba-style decay) | cosine
+    c.optim.schedule = "constant"  # constant | step (Zaremba-style decay) | multistep | cosine
     c.optim.warmup_steps = 0  # linear warmup from 0 to lr before the schedule (0 = none)
     c.optim.decay_after_epochs = 4  # step: keep lr for this many epochs, then decay per epoch
-    c.optim.decay_factor = 0.5  # step: lr multiplier per epoch after decay_after_epochs
+    c.optim.decay_factor = 0.5  # step: lr multiplier per epoch after decay_after_epochs;
+    #                             multistep: lr multiplier at each milestone
+    c.optim.milestone_epochs = ()  # multistep: epochs at whose start lr is multiplied by
+    #                                decay_factor (AWD's --when 300 400)
     c.optim.final_lr_fraction = 0.0  # cosine: final lr as a fraction of lr
     c.optim.average = "none"  # iterate averaging: none | from_step | nt_asgd (Merity et al.
     #   2017: starts when the validation loss is worse than the best of the evaluations more than
@@ -191,6 +194,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "final_lr_fraction"):
         _positive(f"optim.{f}", o[f], allow_zero=True)
     _positive("optim.decay_factor", o.decay_factor)
+    if not all(isinstance(m, int) and m > 0 for m in o.milestone_epochs):
+        raise ConfigError(f"config.optim.milestone_epochs={tuple(o.milestone_epochs)!r} must "
+                          "be positive integers (epochs), e.g. (300, 400)")
+    if o.schedule == "multistep" and not o.milestone_epochs:
+        raise ConfigError("config.optim.schedule='multistep' needs optim.milestone_epochs, "
+                          "e.g. --config.optim.milestone_epochs='(300, 400)'")
     _choice("optim.average", o.average, AVERAGING)
     _positive("optim.nt_asgd_nonmono", o.nt_asgd_nonmono)
     _positive("optim.average_start", o.average_start, allow_zero=True)

@@ -161,11 +161,15 @@ def make_schedule(o, steps_per_epoch: int, total_steps: int) -> Callable:
         def main(step):
             epoch = jnp.asarray(step) // spe
             return o.lr * factor ** jnp.maximum(0, epoch - k + 1).astype(jnp.float32)
+    elif o.schedule == "multistep":
+        spe = max(int(steps_per_epoch), 1)
+        main = optax.piecewise_constant_schedule(
+            o.lr, {int(m) * spe: float(o.decay_factor) for m in sorted(o.milestone_epochs)})
     elif o.schedule == "cosine":
         main = optax.cosine_decay_schedule(o.lr, max(total_steps - o.warmup_steps, 1),
                                            alpha=o.final_lr_fraction)
     else:
-        raise ValueError(f"unknown schedule {o.schedule!r}; valid: constant, step, cosine")
+        raise ValueError(f"unknown schedule {o.schedule!r}; valid: constant, step, multistep, cosine")
     if o.warmup_steps:
         warm = optax.linear_schedule(0.0, o.lr, o.warmup_steps)
         return optax.join_schedules([warm, main], [o.warmup_steps])
