@@ -305,6 +305,16 @@ def test_lm_training_writes_gradient_flow_records(tmp_path):
         assert np.isfinite(r["rate"]) and np.isfinite(r["grad_norm@5"])
         assert r["grad_norm@0"] > 0 and "grad_norm@1000" not in r
 
+    from experiments import lm_report
+    out = tmp_path / "report"
+    summary = lm_report.report(str(tmp_path), str(out), {"paper test": 114.5})
+    assert {p.name for p in out.iterdir()} == {"metrics.jsonl", "summary.json",
+                                                "valid_perplexity.png", "grad_norm_vs_lag.png"}
+    evals = [r["perplexity"] for r in read_metrics(str(tmp_path)) if r["split"] == "eval"]
+    assert summary["valid_per_epoch"] == evals and summary["test"] > 1
+    curves = lm_report.gradient_flow_curves(read_metrics(str(tmp_path)), max_curves=2)
+    assert list(curves) == ["step 0", "step 6"] and curves["step 0"][0] == [0, 1, 5]
+
     from rnnlab.train.loop import recurrent_probe
     from rnnlab.unroll import unroll
     params = task.init(jax.random.PRNGKey(0))

@@ -86,12 +86,15 @@ def plot_spectra(spectra: dict, path: str, *, title: str = "Singular values of â
 
 
 def plot_training_curves(runs: dict, path: str, *, metric: str = "loss", logy: bool = True,
-                         title: str | None = None) -> str:
+                         title: str | None = None, hlines: dict | None = None,
+                         xlabel: str = "step") -> str:
     """Training curves, one line per run, with gradient-clipping events marked.
 
     runs: name -> {"step": [N], metric: [N], and optionally "clipped": [N] bools (a step whose
       gradient was clipped, e.g. grad_norm > threshold) or "clip_steps": steps to mark}.
     Clip events are drawn as small ticks on the curve.
+    hlines: optional label -> value, drawn as dashed horizontal reference lines (e.g. the
+      published final values).
     """
     if not runs:
         raise ValueError("plot_training_curves needs at least one run")
@@ -111,9 +114,12 @@ def plot_training_curves(runs: dict, path: str, *, metric: str = "loss", logy: b
         if mark.any():
             ax.plot(step[mark], y[mark], "|", color=line.get_color(), markersize=9,
                     label=f"{name}: clipped ({int(mark.sum())})")
+    for i, (label, value) in enumerate((hlines or {}).items()):
+        ax.axhline(float(value), ls="--", lw=1, color=f"C{(i + len(runs)) % 10}",
+                   label=f"{label}: {float(value):g}")
     if logy and np.all([np.nanmin(np.asarray(r[metric], float)) > 0 for r in runs.values()]):
         ax.set_yscale("log")
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(title or f"Training {metric}")
     ax.grid(True, alpha=0.3)
