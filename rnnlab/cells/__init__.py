@@ -58,7 +58,30 @@ def make(name: str, hidden_size: int, **kwargs) -> Cell:
     bad = sorted(set(kwargs) - fields)
     if bad:
         raise ValueError(f"cell {name!r} has no field(s) {bad}; valid fields: {sorted(fields)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)} | preset
+    for key, value in kwargs.items():
+        _check_type(name, key, value, defaults.get(key, dataclasses.MISSING))
     return cls(hidden_size=hidden_size, **{**preset, **kwargs})
+
+
+def _check_type(name: str, key: str, value, default) -> None:
+    """ValueError if `value` is not of the kind of the field's default (bool, number, text)."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "True or False"
+    elif isinstance(default, int) and not isinstance(default, bool):
+        ok, kind = number(value) and float(value).is_integer(), "an integer"
+    elif isinstance(default, float):
+        ok, kind = number(value), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a name"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"cell {name!r} field {key}={value!r} is not valid: it must be {kind} "
+                         f"(default {default!r})")
 
 
 __all__ = [
