@@ -20,14 +20,27 @@ VMs, SLURM and Open MPI need nothing else; other clusters add --coordinator_addr
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
-import traceback
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+
+def _startup_sigterm(signum, frame):
+    # replaced by the training loop's own handler (which saves a checkpoint) while it runs
+    print("train: stopped by SIGTERM outside the training steps (during start-up, or after the "
+          "last step); the same command resumes from the newest checkpoint", file=sys.stderr,
+          flush=True)
+    sys.exit(143)
+
+
+if __name__ == "__main__":  # first of all: a SIGTERM while JAX imports is a clean exit too
+    signal.signal(signal.SIGTERM, _startup_sigterm)
+
+import importlib.util  # noqa: E402
+import traceback  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, experiments/configs/<name>.py[:variant].",
@@ -52,14 +65,6 @@ def _fail(message: str, debug: bool | None = None):
     if debug if debug is not None else _DEBUG.value:
         traceback.print_exc()
     sys.exit(f"train: {message}")
-
-
-def _startup_sigterm(signum, frame):
-    # replaced by the training loop's own handler (which saves a checkpoint) once it runs
-    print("train: stopped by SIGTERM outside the training steps (during start-up, or after the "
-          "last step); the same command resumes from the newest checkpoint", file=sys.stderr,
-          flush=True)
-    sys.exit(143)
 
 
 def _load_config(spec: str):
@@ -150,5 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _startup_sigterm)
     app.run(main, flags_parser=_parse_flags)
