@@ -150,11 +150,33 @@ class Checkpointer:
         if ckpt_cfg.keep_best:
             logging.getLogger("absl").addFilter(_NoMetricWarning())
         try:
-            self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+            self.manager = self._open()
         except PermissionError as e:
             raise CheckpointError(f"cannot use {self.directory}: permission denied on "
                                   f"{getattr(e, 'filename', None) or self.directory}; fix its "
                                   "permissions or choose another --workdir") from None
+
+    def _open(self):
+        """The manager; if Orbax cannot even list the checkpoints (a damaged metadata file),
+        every checkpoint whose files fail their checksums is set aside and it tries again."""
+        try:
+            return ocp.CheckpointManager(self.directory, options=self._options)
+        except PermissionError:
+            raise
+        except Exception:
+            if not self.directory.is_dir():
+                raise
+            damaged = 0
+            for p in sorted(self.directory.iterdir(), key=lambda p: p.name):
+                if p.name.isdigit() and p.is_dir():
+                    try:
+                        verify(p)
+                    except _Unreadable as e:
+                        self._notes.append(self._set_aside(p.name, str(e)))
+                        damaged += 1
+            if not damaged:
+                raise
+            return ocp.CheckpointManager(self.directory, options=self._options)
 
     def _set_aside(self, name: str, why: str) -> str:
         """Moves checkpoints/<name> to checkpoints_unreadable/<name> (process 0); the note."""
