@@ -399,6 +399,7 @@ def _one_clean_line(proc, *fragments):
         assert fragment in lines[-1], (fragment, lines[-1])
 
 
+@pytest.mark.slow
 def test_cli_missing_corpus_file_is_one_line(tmp_path):
     proc = run_cli("--config=experiments/configs/ptb_zaremba.py:smoke",
                    f"--workdir={tmp_path / 'run'}", "--config.task.corpus=files",
