@@ -65,23 +65,16 @@ def make(name: str, hidden_size: int, **kwargs) -> Cell:
 
 
 def _check_type(name: str, key: str, value, default) -> None:
-    """ValueError if `value` is not of the kind of the field's default (bool, number, text)."""
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "True or False"
-    elif isinstance(default, int) and not isinstance(default, bool):
-        ok, kind = number(value) and float(value).is_integer(), "an integer"
-    elif isinstance(default, float):
-        ok, kind = number(value), "a number"
-    elif isinstance(default, str):
-        ok, kind = isinstance(value, str), "a name"
+    """ValueError if `value` is text where the field holds a number or flag, or the reverse
+    (what would otherwise fail deep inside JAX); the cell checks its own ranges."""
+    if isinstance(default, (bool, int, float)) and isinstance(value, str):
+        kind = "True or False" if isinstance(default, bool) else "a number"
+    elif isinstance(default, str) and not isinstance(value, str):
+        kind = "a name"
     else:
         return
-    if not ok:
-        raise ValueError(f"cell {name!r} field {key}={value!r} is not valid: it must be {kind} "
-                         f"(default {default!r})")
+    raise ValueError(f"cell {name!r} field {key}={value!r} is not valid: it must be {kind} "
+                     f"(default {default!r})")
 
 
 __all__ = [
