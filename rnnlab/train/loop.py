@@ -162,9 +162,9 @@ def _prepare_workdir(workdir: str) -> None:
             raise RunError(f"--workdir {workdir} is a file, not a folder; choose another "
                            "--workdir or move the file away")
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".rnnlab_write_check"
+        probe = path / f".rnnlab_write_check.{jax.process_index()}"  # one per process
         probe.write_text("")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except (PermissionError, NotADirectoryError, FileExistsError) as e:
         where = getattr(e, "filename", None) or workdir
         raise RunError(f"cannot write to --workdir {workdir} ({type(e).__name__} on {where}); "
