@@ -9,6 +9,7 @@ kill loops, the full bit-flip scan and the command-line cases are `slow`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import shutil
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -298,7 +298,8 @@ def test_max_consecutive_skips_is_validated():
 
 
 def _lm_config(files, **overrides):
-    c = __import__("experiments.configs.ptb_zaremba", fromlist=["x"]).get_config("smoke")
+    """ptb_zaremba.py:smoke on the corpus `files` [train, valid, test]."""
+    c = importlib.import_module("experiments.configs.ptb_zaremba").get_config("smoke")
     c.task.corpus = "files"
     c.task.files.train, c.task.files.valid, c.task.files.test = files
     c.checkpoint.async_save = False
@@ -322,13 +323,20 @@ def corpus(tmp_path):
     return paths
 
 
-BAD_LM = {  # name: (change the corpus files / config, the message must contain)
+def _write(path, data: bytes):
+    with open(path, "wb") as f:
+        f.write(data)
+    return {}
+
+
+BAD_LM = {  # name: (damage the corpus files [train, valid, test] -> (config overrides, files),
+    #                 what the one-line message must contain)
     "missing file": (lambda f: ({}, [f[0] + ".nope", f[1], f[2]]), "files.train="),
     "directory": (lambda f: ({}, [os.path.dirname(f[0]), f[1], f[2]]), "is a directory"),
-    "empty valid": (lambda f: (open(f[1], "w").close() or {}, f), "the validation split"),
-    "one-line train": (lambda f: (open(f[0], "w").write("a b\n") and {}, f), "the train split"),
-    "latin-1": (lambda f: (open(f[2], "wb").write("caf\xe9 ol\xe9\n".encode("latin-1")) and {},
-                           f), "task.encoding=latin-1"),
+    "empty valid": (lambda f: (_write(f[1], b""), f), "the validation split"),
+    "one-line train": (lambda f: (_write(f[0], b"a b\n"), f), "the train split"),
+    "latin-1": (lambda f: (_write(f[2], "caf\xe9 ol\xe9\n".encode("latin-1")), f),
+                "task.encoding=latin-1"),
     "bptt": (lambda f: ({"task.bptt": 1_000_000}, f), "config.task.bptt=1000000 is longer"),
     "eval_bptt": (lambda f: ({"task.eval_bptt": 1_000_000}, f), "config.task.eval_bptt=1000000"),
     "encoding": (lambda f: ({"task.encoding": "utf-9"}, f), "config.task.encoding='utf-9'"),

@@ -67,6 +67,9 @@ class _NoMetricWarning(logging.Filter):
         return "did not provide metrics" not in record.getMessage()
 
 
+_NO_METRIC_WARNING = _NoMetricWarning()  # one instance: addFilter keeps it once
+
+
 def _absolute(path: str) -> epath.Path:
     p = epath.Path(path)
     return p if "://" in str(path) else epath.Path(p.resolve())
@@ -148,7 +151,7 @@ class Checkpointer:
             create=True,
         )
         if ckpt_cfg.keep_best:
-            logging.getLogger("absl").addFilter(_NoMetricWarning())
+            logging.getLogger("absl").addFilter(_NO_METRIC_WARNING)
         try:
             self.manager = self._open()
         except PermissionError as e:
