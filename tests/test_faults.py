@@ -474,10 +474,23 @@ def test_cli_sigterm_during_start_up_is_a_clean_exit(tmp_path):
 # --- kills at random moments ------------------------------------------------------------------
 
 
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _wait_for(condition, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None and not condition():
+        time.sleep(0.002)
+
+
 @pytest.mark.slow
 def test_kills_at_random_moments_resume_bitwise(tmp_path):
-    """SIGKILL at random moments (during compiles, steps and asynchronous checkpoint writes),
-    each time relaunched, until the run completes: bitwise the uninterrupted run."""
+    """SIGKILL at random moments (during compiles and steps) and while a checkpoint is being
+    written, each time relaunched, until the run completes: bitwise the uninterrupted run."""
     overrides = {"train.steps": 300, "train.log_every": 25, "train.eval_every": 100,
                  "checkpoint.every_steps": 5, "checkpoint.every_secs": 0.0}
     reference = train_and_evaluate(smoke_config(**overrides), str(tmp_path / "ref"))
@@ -486,10 +499,13 @@ def test_kills_at_random_moments_resume_bitwise(tmp_path):
             "--config=experiments/configs/adding.py:smoke", f"--workdir={workdir}"]
     args += [f"--config.{k}={v}" for k, v in overrides.items()]
     rng = random.Random(0)
-    for _ in range(6):
+    for i in range(8):
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(1.0, 12.0))
+        if i % 2:  # at a random moment
+            time.sleep(rng.uniform(1.0, 12.0))
+        else:  # while Orbax is writing a checkpoint (its temporary folder exists)
+            _wait_for(lambda: any("tmp" in d for d in _listdir(workdir / "checkpoints")), proc)
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()
         if proc.returncode == 0:
