@@ -125,13 +125,15 @@ def main(argv):
         sys.exit(f"esn_forecast: unexpected arguments {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from rnnlab.train import ConfigError
+    from rnnlab.train import ConfigError, RunError
 
     try:
         comparison = run(flags.FLAGS.config, flags.FLAGS.workdir,
                          progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         sys.exit(f"esn_forecast: bad config: {e}")
+    except RunError as e:  # data files, workdir, checkpoints, a diverged run
+        sys.exit(f"esn_forecast: {e}")
     print(json.dumps(comparison, indent=2))
 
 

@@ -210,6 +210,8 @@ def main(argv):
         sys.exit(f"generate: --temperature={F.temperature} must be >= 0")
     if F.top_k < 0:
         sys.exit(f"generate: --top_k={F.top_k} must be >= 0")
+    from rnnlab.train.config import RunError as TrainRunError  # e.g. a damaged checkpoint
+
     try:
         model, params, vocab, step = load_run(F.workdir, F.checkpoint)
         if F.score is not None:
@@ -224,7 +226,7 @@ def main(argv):
                   f"{vocab.unk!r}: {unknown[:10]}", file=sys.stderr)
         print(sample_text(model, params, vocab, F.prompt, F.length,
                           F.temperature, F.top_k, F.seed))
-    except RunError as e:
+    except (RunError, TrainRunError) as e:
         sys.exit(f"generate: {e}")
 
 

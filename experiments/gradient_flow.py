@@ -718,7 +718,12 @@ def main(argv):
         check_config(config)
     except ValueError as e:
         sys.exit(f"gradient_flow: bad config: {e}")
-    result = run_study(config, workdir, progress=lambda s: print(s, flush=True))
+    from rnnlab.train import RunError
+
+    try:
+        result = run_study(config, workdir, progress=lambda s: print(s, flush=True))
+    except RunError as e:  # a run's workdir, checkpoints, a diverged run
+        sys.exit(f"gradient_flow: {e}")
     for f in result["findings"]:
         mark = {True: "HOLDS", False: "DOES NOT HOLD", None: "measured"}[f["holds"]]
         print(f"[{mark}] {f['title']}: {f['text']}")

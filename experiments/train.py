@@ -4,9 +4,13 @@
         [--config.model.cell=gru --config.task.length=200 ...]
 
 Writes DIR/metrics.jsonl, DIR/tensorboard/, DIR/config.json and DIR/checkpoints/ (DIR may be a
-gs:// path). A config error (unknown key, wrong type, invalid choice, a batch size the device
-mesh cannot split) stops before any work with a message naming it. Exit status 143: stopped by
-a preemption (SIGTERM) after saving a checkpoint; the same command resumes.
+gs:// path). A problem the user fixes stops with one line naming it and the fix, no traceback
+(`--debug` shows it): before any work for a config error (a missing config file, unknown
+variant, key, wrong type, invalid choice, a batch size the device mesh cannot split), an
+unreadable data file, a workdir that is a file or not writable, checkpoints that cannot be used
+(`rnnlab.train.checkpoint`); during training for a non-finite loss. Exit status 1 for those;
+143: stopped by SIGTERM (a preemption) after saving a checkpoint, or during start-up before any
+step; the same command resumes.
 
 Multi-host (TPU pod slices, GPU clusters): run the same command on every host with
 `--distributed` or RNNLAB_DISTRIBUTED=1, which calls `jax.distributed.initialize()` first (TPU
@@ -16,11 +20,27 @@ VMs, SLURM and Open MPI need nothing else; other clusters add --coordinator_addr
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import signal
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+
+def _startup_sigterm(signum, frame):
+    # replaced by the training loop's own handler (which saves a checkpoint) while it runs
+    print("train: stopped by SIGTERM outside the training steps (during start-up, or after the "
+          "last step); the same command resumes from the newest checkpoint", file=sys.stderr,
+          flush=True)
+    sys.exit(143)
+
+
+if __name__ == "__main__":  # first of all: a SIGTERM while JAX imports is a clean exit too
+    signal.signal(signal.SIGTERM, _startup_sigterm)
+
+import importlib.util  # noqa: E402
+import traceback  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, experiments/configs/<name>.py[:variant].",
@@ -36,7 +56,15 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator
                                       "number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address: this "
                                    "process's id in [0, num_processes).")
+_DEBUG = flags.DEFINE_bool("debug", False, "On an error, show the full traceback, not one line.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str, debug: bool | None = None):
+    """Exits with `train: message` (the traceback too with --debug)."""
+    if debug if debug is not None else _DEBUG.value:
+        traceback.print_exc()
+    sys.exit(f"train: {message}")
 
 
 def _load_config(spec: str):
@@ -68,13 +96,36 @@ def _unknown_override(argv) -> str:
     return ""
 
 
-def _parse_flags(argv):
+def _config_spec_problem(argv) -> str:
+    """Why `--config=PATH[:variant]` cannot be loaded ("" if it can)."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None:
+        return ""
+    path = spec.partition(":")[0]
+    if not os.path.isfile(path):
+        return (f"--config={spec}: no config file {path}; give experiments/configs/<name>.py"
+                "[:variant]")
     try:
-        return flags.FLAGS(argv)
+        _load_config(spec)
+    except Exception as e:  # the config file's own error, e.g. an unknown variant
+        return f"--config={spec}: {type(e).__name__}: {e}"
+    return ""
+
+
+def _parse_flags(argv):
+    debug = "--debug" in argv
+    try:
+        parsed = flags.FLAGS(argv)
+        spec = flags.FLAGS["config"].config_filename if flags.FLAGS["config"].present else ""
+        if spec and not os.path.isfile(spec.partition(":")[0]):  # ml_collections fails later
+            _fail(_config_spec_problem(argv), debug)
+        return parsed
     except (AttributeError, KeyError) as e:  # ml_collections: override of a missing key
-        sys.exit(f"train: {_unknown_override(argv) or e}")
+        _fail(_config_spec_problem(argv) or _unknown_override(argv) or str(e), debug)
     except flags.Error as e:
-        sys.exit(f"train: {e}")
+        _fail(_config_spec_problem(argv) or str(e), debug)
+    except Exception as e:  # the config file failed to load (missing, unknown variant, ...)
+        _fail(_config_spec_problem(argv) or f"{type(e).__name__}: {e}", debug)
 
 
 def main(argv):
@@ -82,21 +133,23 @@ def main(argv):
         sys.exit(f"train: unexpected arguments {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from rnnlab.train import ConfigError, train_and_evaluate, validate  # after flag parsing
+    from rnnlab.train import ConfigError, RunError, train_and_evaluate, validate  # after flags
     from rnnlab.train.mesh import initialize_distributed
 
     try:  # before anything touches the devices
         initialize_distributed(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     except ValueError as e:
-        sys.exit(f"train: {e}")
+        _fail(str(e))
     config = _CONFIG.value
     try:
         validate(config)
         result = train_and_evaluate(config, _WORKDIR.value,
                                     progress=lambda s: print(s, flush=True))
     except ConfigError as e:
-        sys.exit(f"train: bad config: {e}")
+        _fail(f"bad config: {e}")
+    except RunError as e:  # data files, workdir, checkpoints, a diverged run
+        _fail(str(e))
     if result.preempted:
         sys.exit(143)  # 128 + SIGTERM: the launcher may restart; the run resumes
 

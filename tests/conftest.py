@@ -117,13 +117,17 @@ def _no_x64_leak():
 
 
 def tree_allclose(a, b, atol=1e-5, rtol=1e-5):
-    """Asserts two pytrees have the same structure and close leaves."""
+    """Asserts two pytrees have the same structure and close leaves: |x - y| <= atol * s +
+    rtol |y| with s = max(1, max |y| over the leaf). Entries of one leaf come out of one float32
+    computation, so their error scales with its largest value, not with their own size (a
+    gradient entry 1e-4 of the largest has no relative precision left)."""
     sa, sb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
     assert sa == sb, f"tree structures differ: {sa} vs {sb}"
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         assert np.shape(x) == np.shape(y), f"shapes differ: {np.shape(x)} vs {np.shape(y)}"
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   atol=atol, rtol=rtol)
+        y = np.asarray(y, np.float64)
+        scale = max(1.0, float(np.abs(y).max())) if y.size and np.isfinite(y).all() else 1.0
+        np.testing.assert_allclose(np.asarray(x, np.float64), y, atol=atol * scale, rtol=rtol)
 
 
 @functools.lru_cache(maxsize=None)

@@ -57,7 +57,9 @@ def test_registered():
 
 def test_g_and_log_g():
     x = jnp.linspace(-30.0, 30.0, 601)
-    np.testing.assert_allclose(jnp.exp(log_g(x)), g(x), rtol=1e-6)
+    # exp(y) inherits y's float32 rounding as a relative error of up to |y| * 2^-24 (|y| <= 30:
+    # 1.8e-6), plus a few ulp from exp and g themselves: 1e-6 is finer than float32 resolves
+    np.testing.assert_allclose(jnp.exp(log_g(x)), g(x), rtol=4e-6)
     assert bool(jnp.all(g(x) > 0))
     grads = jax.vmap(jax.grad(log_g))(x)
     assert bool(jnp.all(jnp.isfinite(grads)))

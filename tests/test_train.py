@@ -125,7 +125,7 @@ def test_corrupted_newest_checkpoint_falls_back(tmp_path):
             f.truncate(os.path.getsize(path) // 2)
     lines = []
     resumed = train_and_evaluate(config, str(workdir), progress=lines.append)
-    assert any("step 6 is unreadable" in line for line in lines), lines
+    assert any("checkpoints/6 is unreadable" in line for line in lines), lines
     assert any("resumed from checkpoint at step 3" in line for line in lines), lines
     assert os.path.isdir(workdir / "checkpoints_unreadable" / "6"), "the bad checkpoint is kept"
     assert_bitwise_equal(reference.state.params, resumed.state.params)

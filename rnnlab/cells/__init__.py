@@ -58,7 +58,23 @@ def make(name: str, hidden_size: int, **kwargs) -> Cell:
     bad = sorted(set(kwargs) - fields)
     if bad:
         raise ValueError(f"cell {name!r} has no field(s) {bad}; valid fields: {sorted(fields)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)} | preset
+    for key, value in kwargs.items():
+        _check_type(name, key, value, defaults.get(key, dataclasses.MISSING))
     return cls(hidden_size=hidden_size, **{**preset, **kwargs})
+
+
+def _check_type(name: str, key: str, value, default) -> None:
+    """ValueError if `value` is text where the field holds a number or flag, or the reverse
+    (what would otherwise fail deep inside JAX); the cell checks its own ranges."""
+    if isinstance(default, (bool, int, float)) and isinstance(value, str):
+        kind = "True or False" if isinstance(default, bool) else "a number"
+    elif isinstance(default, str) and not isinstance(value, str):
+        kind = "a name"
+    else:
+        return
+    raise ValueError(f"cell {name!r} field {key}={value!r} is not valid: it must be {kind} "
+                     f"(default {default!r})")
 
 
 __all__ = [

@@ -160,9 +160,14 @@ def _manual_files_present(name, manual, files) -> bool:
     return all(os.path.exists(os.path.join(manual, f)) for f in files)
 
 
+class CorpusDecodeError(ValueError):
+    """A corpus file is not text in the given encoding; the message names the file."""
+
+
 def load_text_files(train: str, validation: str, test: str, name: str = "files",
-                    vocab_level: str = "word", unit: str | None = None) -> Corpus:
-    """A corpus from three local UTF-8 text files (no TensorFlow involved)."""
+                    vocab_level: str = "word", unit: str | None = None,
+                    encoding: str = "utf-8") -> Corpus:
+    """A corpus from three local text files in `encoding` (no TensorFlow involved)."""
     texts = []
     for split, path in zip(SPLITS, (train, validation, test)):
         if not path:
@@ -170,16 +175,26 @@ def load_text_files(train: str, validation: str, test: str, name: str = "files",
         path = os.path.expanduser(path)
         if not os.path.exists(path):
             raise CorpusNotFoundError(f"the {split} file {path} does not exist")
-        with open(path, encoding="utf-8") as f:
-            texts.append(f.read())
+        if os.path.isdir(path):
+            raise CorpusNotFoundError(f"the {split} file {path} is a directory, not a text file")
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            texts.append(data.decode(encoding))
+        except UnicodeDecodeError as e:
+            raise CorpusDecodeError(
+                f"the {split} file {path} is not {encoding} text (byte {e.start}: "
+                f"{data[e.start:e.start + 4]!r})") from None
     return Corpus(name, *texts, vocab_level=vocab_level, unit=unit or vocab_level)
 
 
 def load_corpus(name: str, data_dir: str | None = None, download_dir: str | None = None,
                 manual_dir: str | None = None, download: bool = True,
-                files: dict | None = None, vocab_level: str | None = None) -> Corpus:
+                files: dict | None = None, vocab_level: str | None = None,
+                encoding: str = "utf-8") -> Corpus:
     """A corpus by name: one of `CORPORA` (through TFDS) or "files" with
-    `files={"train": path, "validation": path, "test": path}` (vocab_level default "word")."""
+    `files={"train": path, "validation": path, "test": path}` (vocab_level default "word",
+    read in `encoding`)."""
     if name == "files":
         if not files:
             raise ValueError('corpus "files" needs files={"train": ..., "validation": ..., '
@@ -188,7 +203,7 @@ def load_corpus(name: str, data_dir: str | None = None, download_dir: str | None
         if bad:
             raise ValueError(f"unknown split(s) {bad} in files; valid: {list(SPLITS)}")
         return load_text_files(files.get("train"), files.get("validation"), files.get("test"),
-                               vocab_level=vocab_level or "word")
+                               vocab_level=vocab_level or "word", encoding=encoding)
     corpus = load_tfds_corpus(name, data_dir, download_dir, manual_dir, download)
     if vocab_level is not None and vocab_level != corpus.vocab_level:
         corpus = dataclasses.replace(corpus, vocab_level=vocab_level)

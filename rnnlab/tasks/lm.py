@@ -32,6 +32,7 @@ The vocabulary is written to `<workdir>/vocab.json` (`prepare`), so evaluation a
 from __future__ import annotations
 
 import bisect
+import codecs
 import dataclasses
 import math
 import os
@@ -65,10 +66,11 @@ def lm_config() -> ml_collections.ConfigDict:
     t.download_dir = ""  # TFDS download dir ("" = $RNNLAB_DATA_DIR if set, else TFDS's default)
     t.manual_dir = ""  # where downloaded files already lie ("" = <download_dir>/manual)
     t.download = True  # allow network downloads (False: a missing file is a clear error)
-    t.files = ml_collections.ConfigDict()  # corpus "files": one UTF-8 text file per split
+    t.files = ml_collections.ConfigDict()  # corpus "files": one text file per split
     t.files.train = ""
     t.files.valid = ""
     t.files.test = ""
+    t.encoding = "utf-8"  # corpus "files": their text encoding (e.g. latin-1; Python's names)
     t.vocab_level = ""  # "" = the corpus's own (char for tiny_shakespeare) | word | char
     t.vocab_max_size = 0  # word level: keep the most frequent tokens (0 = all)
     t.batch_size = 20  # rows of the train stream (contiguous token streams)
@@ -140,8 +142,23 @@ def load_corpus(t) -> text_lib.Corpus:
         missing = [k for k, v in zip(("train", "valid", "test"), files.values()) if not v]
         if missing:
             raise ConfigError(f"config.task.corpus='files' needs config.task.files."
-                              f"{{{','.join(missing)}}} (paths to UTF-8 text files)")
-        return text_lib.load_corpus("files", files=files, vocab_level=level)
+                              f"{{{','.join(missing)}}} (paths to text files)")
+        for key, path in zip(("train", "valid", "test"), files.values()):
+            path = os.path.expanduser(path)
+            if not os.path.exists(path):
+                raise ConfigError(f"config.task.files.{key}={path!r}: no such file")
+            if not os.path.isfile(path):
+                raise ConfigError(f"config.task.files.{key}={path!r} is a directory; give the "
+                                  "path of a text file")
+        try:
+            return text_lib.load_corpus("files", files=files, vocab_level=level,
+                                        encoding=t.encoding)
+        except text_lib.CorpusDecodeError as e:
+            raise ConfigError(f"config.task.files: {e}; give its encoding, e.g. "
+                              "--config.task.encoding=latin-1") from None
+        except PermissionError as e:
+            raise ConfigError(f"config.task.files: cannot read {e.filename} (permission "
+                              "denied)") from None
     download_dir = t.download_dir or os.environ.get(DATA_DIR_ENV) or None
     return text_lib.load_corpus(t.corpus, data_dir=t.data_dir or None, download_dir=download_dir,
                                 manual_dir=t.manual_dir or None, download=t.download,
@@ -213,6 +230,11 @@ class LMTask:
         for f in ("dropout_embedding", "weight_drop"):
             if not 0.0 <= m[f] < 1.0:
                 raise ConfigError(f"config.model.{f}={m[f]!r} must be in [0, 1)")
+        try:
+            codecs.lookup(t.encoding)
+        except LookupError:
+            raise ConfigError(f"config.task.encoding={t.encoding!r} is not a known text "
+                              "encoding; e.g. utf-8, latin-1, cp1252") from None
 
     def __init__(self, config):
         t = config.task
@@ -228,14 +250,32 @@ class LMTask:
         self.batch_size = t.batch_size
         # multi-host: each process keeps its own rows of every stream (batch sizes are global)
         hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
-        self.train_stream = LMStream(ids["train"], t.batch_size, t.bptt,
-                                     random_length=t.random_length, std=t.bptt_std,
-                                     seed=config.seed, **hosts)
+        where = {"train": "train", "validation": "valid", "test": "test"}
+        source = (lambda s: f"config.task.files.{where[s]}={t.files[where[s]]!r}"
+                  if t.corpus == "files" else f"corpus {t.corpus!r}")
+
+        def stream(split, batch, bptt, bptt_field, **kw):
+            try:
+                s = LMStream(ids[split], batch, bptt, **kw, **hosts)
+            except ValueError as e:  # too few tokens for the rows
+                raise ConfigError(f"the {split} split ({source(split)}, {ids[split].size} "
+                                  f"tokens): {e}") from None
+            if bptt > s.span:
+                raise ConfigError(
+                    f"config.task.{bptt_field}={bptt} is longer than the {split} stream: "
+                    f"{ids[split].size} tokens in {batch} rows leave {s.span} steps per row; "
+                    f"valid: 1..{s.span}")
+            return s
+
+        self.train_stream = stream("train", t.batch_size, t.bptt, "bptt",
+                                   random_length=t.random_length, std=t.bptt_std,
+                                   seed=config.seed)
         eval_bptt = t.eval_bptt or t.bptt
-        self.valid_stream = LMStream(ids["validation"], t.eval_batch_size, eval_bptt,
-                                     train=False, **hosts)
-        self.test_stream = LMStream(ids["test"], t.test_batch_size or t.eval_batch_size,
-                                    eval_bptt, train=False, **hosts)
+        field = "eval_bptt" if t.eval_bptt else "bptt (eval_bptt=0: the same)"
+        self.valid_stream = stream("validation", t.eval_batch_size, eval_bptt, field,
+                                   train=False)
+        self.test_stream = stream("test", t.test_batch_size or t.eval_batch_size, eval_bptt,
+                                  field, train=False)
         self.num_tokens = {s: int(v.size) for s, v in ids.items()}
         self.steps_per_epoch = len(self.train_stream.positions(0))
         self._epoch_starts = [0]  # first step of epochs 0, 1, ... (computed as needed)

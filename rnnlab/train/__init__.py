@@ -7,8 +7,9 @@ Modules: `config` (engine config sections + validation), `optim`, `state`, `step
 `checkpoint`, `metrics`, `mesh` (device mesh, shardings, multi-host), `loop`. The tasks it trains live in `rnnlab.tasks`.
 """
 
-from rnnlab.train.config import ConfigError, base_config, validate
+from rnnlab.train.checkpoint import CheckpointError
+from rnnlab.train.config import ConfigError, RunError, base_config, validate
 from rnnlab.train.loop import NonFiniteError, Result, evaluate, train_and_evaluate
 
-__all__ = ["ConfigError", "NonFiniteError", "Result", "base_config", "evaluate",
-           "train_and_evaluate", "validate"]
+__all__ = ["CheckpointError", "ConfigError", "NonFiniteError", "Result", "RunError", "base_config",
+           "evaluate", "train_and_evaluate", "validate"]

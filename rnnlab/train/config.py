@@ -28,7 +28,13 @@ NONFINITE = ("stop", "skip")
 BEST_MODES = ("min", "max")
 
 
-class ConfigError(ValueError):
+class RunError(Exception):
+    """The run cannot start or go on for a reason the user fixes (a config field, a data file,
+    the workdir, its checkpoints, a diverged run): the message names it and the fix, and the
+    entry points print it as one line, without a traceback."""
+
+
+class ConfigError(RunError, ValueError):
     """A config field holds a value that is not valid; the message names field and choices."""
 
 
@@ -82,6 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 100  # write train metrics (jsonl, TensorBoard, console) every N steps
     c.train.eval_every = 1000  # evaluate on the validation batches every N steps (and at the end)
     c.train.nonfinite = "stop"  # non-finite loss/grad: stop (error naming the step) | skip update
+    c.train.max_consecutive_skips = 10  # nonfinite=skip: stop once this many updates in a row
+    #                                     were skipped (the run has diverged; 0 = never stop)
 
     c.diagnostics = ml_collections.ConfigDict()  # gradient flow logged during training
     c.diagnostics.every = 0  # measure at step 0 and every N steps (0 = off); split
@@ -181,7 +189,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"config.model: {e}") from None
+        where = f"config.model.cell_kwargs={m.cell_kwargs!r}" if m.cell_kwargs else "config.model"
+        raise ConfigError(f"{where}: {e}") from None
 
     o = config.optim
     _choice("optim.name", o.name, OPTIMIZERS)
@@ -209,6 +218,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("train.log_every", t.log_every)
     _positive("train.eval_every", t.eval_every)
     _choice("train.nonfinite", t.nonfinite, NONFINITE)
+    if not isinstance(t.max_consecutive_skips, int) or t.max_consecutive_skips < 0:
+        raise ConfigError(f"config.train.max_consecutive_skips={t.max_consecutive_skips!r} must "
+                          "be an integer >= 0 (0 = never stop)")
 
     d = config.diagnostics
     _positive("diagnostics.every", d.every, allow_zero=True)

@@ -31,7 +31,13 @@ progress, while every process takes part in checkpoints. The workdir may be a gs
 A non-finite loss or gradient raises `NonFiniteError` naming the step with
 `train.nonfinite="stop"` (checked every `log_every` steps and before every checkpoint, so no
 checkpoint ever holds the failed state); with "skip" the update is skipped and counted
-(`nonfinite_count` in the train records).
+(`nonfinite_count` in the train records), every log step that saw skips says so in a warning
+line, and `train.max_consecutive_skips` skipped updates in a row raise `NonFiniteError`.
+
+Problems the user fixes (a config field, an unreadable data file, a workdir that is a file or
+not writable, checkpoints that cannot be used; see `rnnlab.train.checkpoint`) raise a
+`RunError` (`ConfigError`, `CheckpointError`, `NonFiniteError`) before any work where they can
+be known before it; the entry points print its message as one line.
 
 The library never prints: `progress`, if given, receives the console progress lines.
 """
@@ -55,7 +61,7 @@ from rnnlab.models.recurrent import Recurrent
 from rnnlab.train import mesh as mesh_lib
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train.checkpoint import Checkpointer
-from rnnlab.train.config import validate
+from rnnlab.train.config import ConfigError, RunError, validate
 from rnnlab.train.optim import average_info, make_optimizer
 from rnnlab.train.state import TrainState, create_sharded_state
 from rnnlab.train.steps import make_step_fns
@@ -64,8 +70,9 @@ import rnnlab.tasks as tasks_lib  # a module import: rnnlab.tasks imports rnnlab
 log = logging.getLogger(__name__)
 
 
-class NonFiniteError(FloatingPointError):
-    """The loss or gradient became NaN/inf and config.train.nonfinite is "stop"."""
+class NonFiniteError(RunError, FloatingPointError):
+    """The loss or gradient became NaN/inf and config.train.nonfinite is "stop", or
+    `train.max_consecutive_skips` updates in a row were skipped with "skip"."""
 
 
 class Result(NamedTuple):
@@ -147,6 +154,70 @@ def evaluate(task, eval_fn, params, batches=None) -> dict:
     return {k: float(np.asarray(v)) for k, v in task.metrics(sums).items()}
 
 
+def _prepare_workdir(workdir: str) -> None:
+    """Creates `workdir`; RunError if it is a file or cannot be written (before any work)."""
+    path = epath.Path(workdir)
+    try:
+        if path.exists() and not path.is_dir():
+            raise RunError(f"--workdir {workdir} is a file, not a folder; choose another "
+                           "--workdir or move the file away")
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".rnnlab_write_check.{jax.process_index()}"  # one per process
+        probe.write_text("")
+        probe.unlink(missing_ok=True)
+    except (PermissionError, NotADirectoryError, FileExistsError) as e:
+        where = getattr(e, "filename", None) or workdir
+        raise RunError(f"cannot write to --workdir {workdir} ({type(e).__name__} on {where}); "
+                       "choose a writable --workdir or fix its permissions") from None
+
+
+def _make_task(config):
+    """The task of `config.task`; a data file that cannot be read is a ConfigError naming it."""
+    try:
+        return tasks_lib.make_task(config)
+    except OSError as e:
+        where = getattr(e, "filename", None)
+        raise ConfigError(f"config.task: cannot read {where or 'a data file'} "
+                          f"({type(e).__name__}: {e.strerror or e}); check the task's file "
+                          "fields (config.task.files, data_dir, download_dir)") from None
+
+
+class _SkipWatch:
+    """train.nonfinite="skip": counts skipped updates in a row from each step's `finite` flag,
+    read one step late (the device is then a step ahead, so reading it does not stall)."""
+
+    def __init__(self, limit: int, count: int):
+        self.limit, self.run, self.logged = limit, 0, count
+        self._last = None  # (step, finite flag on the device)
+
+    def observe(self, step: int, finite) -> None:
+        prev, self._last = self._last, (step, finite)
+        if prev is not None:
+            self._count(*prev)
+
+    def flush(self) -> None:
+        if self._last is not None:
+            self._count(*self._last)
+            self._last = None
+
+    def _count(self, step: int, finite) -> None:
+        self.run = 0 if float(finite) else self.run + 1
+        if self.limit and self.run >= self.limit:
+            raise NonFiniteError(
+                f"train.nonfinite=skip: the last {self.run} updates (steps {step - self.run + 1}"
+                f"..{step}) were all skipped (non-finite loss or gradient): the run has "
+                f"diverged (train.max_consecutive_skips={self.limit}). Lower optim.lr or enable "
+                "clipping (optim.clip=global_norm), then resume or start a new --workdir.")
+
+    def note(self, count: int, step: int) -> str | None:
+        """A warning line if updates were skipped since the last call."""
+        new, self.logged = count - self.logged, count
+        if new <= 0:
+            return None
+        return (f"WARNING: {new} update(s) skipped up to step {step} (non-finite loss or "
+                f"gradient; {count} in this run so far, train.nonfinite=skip)")
+
+
 def _check_finite(state: TrainState, mode: str) -> None:
     if mode == "stop" and int(state.nonfinite_count) > 0:
         step = int(state.first_nonfinite_step)
@@ -217,9 +288,9 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     primary = mesh_lib.is_primary()
     say = progress if progress is not None and primary else (lambda line: None)
     layout = mesh_lib.Layout.from_config(config.mesh)
-    task = task if task is not None else tasks_lib.make_task(config)
+    task = task if task is not None else _make_task(config)
     _check_rows(task, layout)
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    _prepare_workdir(workdir)
     if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
         task.prepare(workdir)
     tc, total = config.train, config.train.steps
@@ -245,6 +316,8 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     t_log, step_log = time.perf_counter(), step
     t_save = time.monotonic()
     diag = config.diagnostics
+    skips = _SkipWatch(tc.max_consecutive_skips if tc.nonfinite == "skip" else 0,
+                       int(state.nonfinite_count))
     try:
         if diag.every and step == 0:
             _log_gradient_flow(task, diag, state, step, writer, layout)
@@ -254,9 +327,13 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
                 step += 1
                 last = step == total
                 stop = preempted_at(step)
+                ckpt.poll()
+                if tc.nonfinite == "skip":
+                    skips.observe(step, m["finite"])
                 if step % tc.log_every == 0 or last:
                     m = jax.device_get(m)
                     _check_finite(state, tc.nonfinite)
+                    skips.flush()
                     now = time.perf_counter()
                     record = writer.write({
                         "step": step, "split": "train", **m,
@@ -265,6 +342,10 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
                         "nonfinite_count": int(state.nonfinite_count)})
                     t_log, step_log = now, step
                     say(metrics_lib.progress_line(record, total, task.metric))
+                    warning = skips.note(int(state.nonfinite_count), step)
+                    if warning:
+                        log.warning(warning)
+                        say(warning)
                 evaluated = step % tc.eval_every == 0 or last
                 if evaluated:
                     t0 = time.perf_counter()
@@ -288,6 +369,7 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
                        or _time_due(k.every_secs, t_save, step, tc.log_every))
                 if due:
                     _check_finite(state, tc.nonfinite)
+                    skips.flush()
                     ckpt.save(step, state, eval_metrics if evaluated else None)
                     t_save = time.monotonic()
                 if stop and not last:

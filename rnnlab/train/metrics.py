@@ -28,11 +28,18 @@ def write_config(workdir: str, config) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """All records of metrics.jsonl (for tests, comparisons)."""
+    """All records of metrics.jsonl (for tests, comparisons). A last line cut short (the
+    process was killed while writing it) is left out."""
     path = epath.Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except ValueError:
+        pass
+    return records
 
 
 def _plain(v):
@@ -48,7 +55,9 @@ class MetricsWriter:
         self.path = epath.Path(workdir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp = self.path.parent / (self.path.name + ".tmp")  # a kill here loses no record
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.path)
         elif resume_step is None and self.path.exists():
             self.path.unlink()  # a fresh run on this workdir
         self._file = self.path.open("a")

@@ -7,8 +7,8 @@
 
 `metrics` holds the task's metrics for the batch (always "loss", plus e.g. "mse" or
 "accuracy") and the step diagnostics: grad_norm (global norm before clipping),
-grad_norm_clipped (after clipping: what the optimiser received), param_norm, update_norm,
-clipped (1.0 if clipping changed the gradient) and finite (0.0 if loss or gradient was not).
+grad_norm_clipped (after clipping: what the optimiser received), param_norm (of the params
+kept), update_norm (of the update applied: 0 for a skipped step), clipped (1.0 if clipping changed the gradient) and finite (0.0 if loss or gradient was not).
 
 A step whose loss or gradient is not finite leaves params, optimiser state and carry unchanged
 and is counted in `state.nonfinite_count` (the first such step in `first_nonfinite_step`);
@@ -53,24 +53,23 @@ def train_step(task, optimizer, state: TrainState, batch):
     scale = {"update_scale": task.update_scale(batch)} if hasattr(task, "update_scale") else {}
     updates, new_opt_state = optimizer.update.update(clipped_grads, opt_state, state.params,
                                                      **scale)
-    new_params = optax.apply_updates(state.params, updates)
-
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_params = _where(finite, optax.apply_updates(state.params, updates), state.params)
     changed = jax.tree_util.tree_leaves(
         jax.tree_util.tree_map(lambda a, b: jnp.any(a != b), grads, clipped_grads))
     metrics = dict(
         task.metrics(stats),
         grad_norm=grad_norm,
         grad_norm_clipped=optax.tree.norm(clipped_grads),
-        param_norm=optax.tree.norm(new_params),
-        update_norm=optax.tree.norm(updates),
+        param_norm=optax.tree.norm(new_params),  # the params kept (a skipped step keeps the old)
+        update_norm=jnp.where(finite, optax.tree.norm(updates), 0.0),  # the update applied
         clipped=jnp.any(jnp.stack(changed)).astype(jnp.float32) if changed else jnp.float32(0),
         finite=finite.astype(jnp.float32),
     )
     new_state = state.replace(
         step=state.step + 1,
-        params=_where(finite, new_params, state.params),
+        params=new_params,
         opt_state=_where(finite, (new_clip_state, new_opt_state), state.opt_state),
         rng=rng,
         carry=_where(finite, new_carry, carry) if task.carries_state else None,
