@@ -72,8 +72,9 @@ flags.DEFINE_bool("quick", False, "smoke run: small shapes, 3 steps, 1 warm-up")
 flags.DEFINE_bool("remat", True, "also measure rnnlab LSTM with remat on workload L")
 flags.DEFINE_string("unroll", "auto", "rnnlab scan unroll: an int, or auto (the engine's "
                     "per-shape table, rnnlab.unroll.auto_unroll)")
-flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp"],
-                  "rnnlab LSTM path (rnnlab.fused); auto = cuDNN on a CUDA GPU, vjp on CPU")
+flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp", "cpu"],
+                  "rnnlab LSTM/GRU path (rnnlab.fused); auto = cuDNN on a CUDA GPU, the fused "
+                  "CPU kernel (cpu) or vjp on CPU")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "rnnlab compute dtype (bfloat16: params, carry, accumulation stay float32)")
 flags.DEFINE_integer("rounds", 1, "measure every run this many times, round-robin over the "

@@ -89,6 +89,14 @@ def _cpu_id() -> str:
     return platform.machine() + "\n" + "\n".join(keep)
 
 
+def build_key(source: bytes, cxx: str, libs: list[str], cpu_id: str) -> str:
+    """The cache key of a build: source, compiler and flags, jax (its FFI headers), the MKL
+    libraries linked and the CPU (-march=native)."""
+    parts = [source, " ".join(FLAGS).encode(), cxx.encode(), jax.__version__.encode(),
+             "\n".join(libs).encode(), cpu_id.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
+
+
 def _build() -> str:
     """The kernel's shared library: from the cache, else compiled there now. Returns its path."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
@@ -100,10 +108,7 @@ def _build() -> str:
     libs = _mkl()
     with open(SOURCE, "rb") as f:
         source = f.read()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cxx.encode(),
-                                     jax.__version__.encode(), "\n".join(libs).encode(),
-                                     _cpu_id().encode()])).hexdigest()[:20]
-    out_dir = os.path.join(cache_dir(), key)
+    out_dir = os.path.join(cache_dir(), build_key(source, cxx, libs, _cpu_id()))
     lib = os.path.join(out_dir, "librnnlab_cpu.so")
     if os.path.exists(lib):
         return lib
