@@ -8,18 +8,21 @@ backward over all time steps, as XLA FFI custom calls.
 Why a kernel: on XLA:CPU every iteration of a `lax.scan` pays a fixed cost (thunk dispatch, a
 fresh temp mapping), which dominates long sequences of small matmuls (issue 19, workload L).
 Here one custom call runs the whole forward loop and one the whole backward loop. Per step:
-one [batch, hidden] x [hidden, G] GEMM through MKL's packed-weights API (W_hh packed once per
-call, `cblas_sgemm_pack`, reused at every step by `cblas_sgemm_compute`), then the gate
-arithmetic in the same loop (vectorised by g++ -O3 -march=native). The forward saves the gate
-activations; the backward runs one packed GEMM against W_hh^T per step, and dW_hh = h_prev^T dZ
-is one large GEMM after the loop, db a sum. MKL runs sequentially (one thread): the per-step
-GEMMs are 0.1-2 ms, too small to split over the 2 shared cores of the development machine.
+one [batch, hidden] x [hidden, G] GEMM against W_hh packed once per call into register-width
+column panels (the kernel's own micro-kernel: MKL's packed GEMM, `cblas_sgemm_pack` /
+`cblas_sgemm_compute`, runs its generic code path on AMD CPUs and measured slower than XLA's
+dot on the development machine's EPYC; OpenBLAS has no packed-weights API and measured slower
+at batch-sized M), then the gate arithmetic in the same loop (vectorised by g++ -O3
+-march=native). The hidden units are split over up to 2 threads (`$RNNLAB_CPU_THREADS`),
+each with its own slice of the packed weights, one barrier per step. The forward saves the
+gate activations; the backward runs one packed GEMM against W_hh^T per step, and
+dW_hh = h_prev^T dZ is one large matmul after the loop (XLA's), db a sum.
 
 Build: compiled on first use into `$RNNLAB_CACHE` (default ~/.cache/rnnlab) under a key of the
-source, the compiler flags, the jax version, the MKL libraries and this CPU's model and flags
-(-march=native code must not run on another CPU), with g++ (or $CXX) against the `mkl` wheel
-(a dependency of rnnlab on x86-64 Linux). Without a compiler or MKL, or on another platform,
-`unavailable()` says why in one line and `rnnlab.fused` takes the XLA path instead.
+source, the compiler flags, the jax version (its FFI headers) and this CPU's model and flags
+(-march=native code must not run on another CPU), with g++ (or $CXX); no library beyond the
+C++ runtime. Without a compiler, or on another platform, `unavailable()` says why in one line
+and `rnnlab.fused` takes the XLA path instead.
 
 Inputs are float32 only (the paths of `rnnlab.fused` check that), time-major and already in
 recurrence order (reversal is the caller's); masks are [time, batch] 0/1 floats. Reverse-mode
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import glob
 import hashlib
 import os
 import platform
@@ -45,8 +47,7 @@ import jax.numpy as jnp
 F32 = jnp.float32
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernel.cc")
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd",
-         "-fno-math-errno", "-Wall"]
-MKL_LIBS = ("mkl_intel_lp64", "mkl_sequential", "mkl_core")
+         "-fno-math-errno"]
 TARGETS = {"rnnlab_lstm_fwd": "RnnlabLstmForward", "rnnlab_lstm_bwd": "RnnlabLstmBackward",
            "rnnlab_gru_fwd": "RnnlabGruForward", "rnnlab_gru_bwd": "RnnlabGruBackward"}
 
@@ -60,24 +61,6 @@ def cache_dir() -> str:
                         os.path.join(os.path.expanduser("~"), ".cache", "rnnlab"), "fused_cpu")
 
 
-def _mkl() -> list[str]:
-    """Full paths of MKL's LP64 interface, sequential threading and core libraries, all from
-    one directory (the `mkl` wheel puts them in <prefix>/lib)."""
-    dirs = [os.path.join(p, "lib") for p in (sys.prefix, sys.base_prefix)]
-    dirs += [os.path.join(os.environ[v], "lib") for v in ("MKLROOT",) if os.environ.get(v)]
-    dirs += ["/usr/lib/x86_64-linux-gnu", "/usr/local/lib"]
-    for d in dirs:
-        found = []
-        for name in MKL_LIBS:
-            hits = sorted(glob.glob(os.path.join(d, f"lib{name}.so*")), key=len)
-            if hits:
-                found.append(hits[0])
-        if len(found) == len(MKL_LIBS):
-            return found
-    raise KernelUnavailable("MKL not found (pip install mkl; searched "
-                            f"{', '.join(dict.fromkeys(dirs))})")
-
-
 def _cpu_id() -> str:
     """This CPU's model name and flags (what -march=native compiles for)."""
     try:
@@ -89,11 +72,11 @@ def _cpu_id() -> str:
     return platform.machine() + "\n" + "\n".join(keep)
 
 
-def build_key(source: bytes, cxx: str, libs: list[str], cpu_id: str) -> str:
-    """The cache key of a build: source, compiler and flags, jax (its FFI headers), the MKL
-    libraries linked and the CPU (-march=native)."""
+def build_key(source: bytes, cxx: str, cpu_id: str) -> str:
+    """The cache key of a build: source, compiler and flags, jax (its FFI headers) and the CPU
+    (-march=native code must not run on another one)."""
     parts = [source, " ".join(FLAGS).encode(), cxx.encode(), jax.__version__.encode(),
-             "\n".join(libs).encode(), cpu_id.encode()]
+             cpu_id.encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
 
 
@@ -105,19 +88,16 @@ def _build() -> str:
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
         raise KernelUnavailable(f"no C++ compiler ({os.environ.get('CXX', 'g++')} not on PATH)")
-    libs = _mkl()
     with open(SOURCE, "rb") as f:
         source = f.read()
-    out_dir = os.path.join(cache_dir(), build_key(source, cxx, libs, _cpu_id()))
+    out_dir = os.path.join(cache_dir(), build_key(source, cxx, _cpu_id()))
     lib = os.path.join(out_dir, "librnnlab_cpu.so")
     if os.path.exists(lib):
         return lib
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    lib_dir = os.path.dirname(libs[0])
-    cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), SOURCE, "-o", tmp,
-           "-Wl,--no-as-needed", *libs, f"-Wl,-rpath,{lib_dir}"]
+    cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), SOURCE, "-o", tmp, "-pthread"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         log = os.path.join(out_dir, "build.log")
@@ -137,7 +117,7 @@ def _load() -> str | None:
         handle = ctypes.CDLL(path)
     except KernelUnavailable as e:
         return str(e)
-    except OSError as e:  # loading failed (e.g. MKL moved after the build)
+    except OSError as e:  # loading failed (e.g. a cache copied from another machine)
         return f"loading the CPU kernel failed: {str(e).splitlines()[0]}"
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)),
@@ -159,6 +139,13 @@ def _call(target, shapes, *args):
 
 def _empty():
     return jnp.zeros((0,), F32)
+
+
+def _weight_grads(h0, hs, dz):
+    """dW_hh = sum_t h_{t-1}^T dz_t as one large matmul (XLA's, on all cores), db = sum dz."""
+    t, n, g = dz.shape
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0).reshape(t * n, -1)
+    return h_prev.T @ dz.reshape(t * n, g), jnp.sum(dz, axis=(0, 1))
 
 
 # --- LSTM ------------------------------------------------------------------------------------
@@ -188,9 +175,9 @@ def _lstm_bwd(res, cotangents):
     d_hs, d_h, d_c = cotangents
     t, n, g = acts.shape
     hid = g // 4
-    dz, dw, db, dh0, dc0 = _call("rnnlab_lstm_bwd", [(t, n, g), (hid, g), (g,), (n, hid),
-                                                      (n, hid)],
-                                 acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
+    dz, dh0, dc0 = _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid)],
+                         acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
+    dw, db = _weight_grads(h0, hs, dz)
     return dz, dw, db, dh0, dc0, jnp.zeros_like(mask)
 
 
@@ -237,9 +224,9 @@ def _gru_bwd(res, cotangents):
     d_hs, d_h = cotangents
     t, n, hid = hs.shape
     g = 3 * hid
-    dxp, _, dw, db, dh0 = _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (hid, g), (g,),
-                                                    (n, hid)],
-                                acts, hs, d_hs, w, h0, d_h, mask)
+    dxp, du, dh0 = _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (n, hid)],
+                         acts, hs, d_hs, w, h0, d_h, mask)
+    dw, db = _weight_grads(h0, hs, du)
     return dxp, dw, db, dh0, jnp.zeros_like(mask)
 
 
