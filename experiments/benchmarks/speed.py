@@ -80,6 +80,8 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 flags.DEFINE_integer("rounds", 1, "measure every run this many times, round-robin over the "
                      "plan (so a drift in the machine's speed hits all alike), and report each "
                      "run's best round")
+flags.DEFINE_integer("seq", 0, "sequence length of every chosen workload (0: its own; e.g. "
+                     "--workload=L --seq=4096 for the parallel-scan cells' long-sequence check)")
 flags.DEFINE_integer("timeout", 900, "seconds per worker before it is abandoned")
 # worker mode (internal: the parent runs one subprocess per measurement)
 flags.DEFINE_string("worker", None, "internal: JSON spec of one measurement")
@@ -467,6 +469,10 @@ def main(argv):
     if FLAGS.unroll != "auto" and not FLAGS.unroll.isdigit():
         raise app.UsageError(f"--unroll={FLAGS.unroll!r} must be a non-negative int or auto")
     shapes = QUICK if FLAGS.quick else WORKLOADS
+    if FLAGS.seq < 0:
+        raise app.UsageError(f"--seq={FLAGS.seq} must be positive (or 0: the workload's own)")
+    if FLAGS.seq:
+        shapes = {k: dict(v, seq=FLAGS.seq) for k, v in shapes.items()}
     steps, warmup = (3, 1) if FLAGS.quick else (FLAGS.steps, FLAGS.warmup)
     load = os.getloadavg()
     specs = plan(workloads, cells, impls, FLAGS.quick, FLAGS.remat)
