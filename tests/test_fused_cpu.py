@@ -198,6 +198,12 @@ def test_build_reasons_and_cache_key(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     with pytest.raises(cpu.KernelUnavailable, match="no C\\+\\+ compiler"):
         cpu._build()
+    monkeypatch.delenv("CXX")
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache directory should be
+    monkeypatch.setenv("RNNLAB_CACHE", str(blocked))
+    with pytest.raises(cpu.KernelUnavailable, match="cannot write the kernel cache .*RNNLAB_CA"):
+        cpu._build()
     args = (b"source", "/usr/bin/g++")
     assert cpu.build_key(*args, "cpu A") != cpu.build_key(*args, "cpu B")  # -march=native
     assert cpu.build_key(*args, "cpu A") != cpu.build_key(b"other", *args[1:], "cpu A")
