@@ -159,14 +159,32 @@ def test_kernel_gradients_match_finite_differences(name):
 # --- choosing the path, building, falling back -----------------------------------------------
 
 
+def _shapes(name, hidden, batch):
+    """The problem's arrays as shapes only (select() looks at nothing else)."""
+    cell, params, xs, carry = _problem(name, hidden=hidden)
+    big = jax.ShapeDtypeStruct((batch, 7, IN), xs.dtype)
+    to = lambda a: jax.ShapeDtypeStruct((batch, *a.shape[1:]), a.dtype)  # noqa: E731
+    return cell, jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                        params), big, jax.tree_util.tree_map(to, carry)
+
+
 @needs_kernel
-def test_auto_takes_the_kernel_for_lstm_and_gru_and_says_why_not():
+def test_auto_takes_the_kernel_for_large_lstm_and_gru_steps_and_says_why_not():
+    # as measured: the GRU always, the LSTM at B's step (batch 32, hidden 512), not at L's
+    assert fused.select(*_shapes("lstm", 256, 16)) == "vjp"
+    assert fused.select(*_problem("lstm")) == "vjp"
+    assert fused.select(*_shapes("gru", 256, 16)) == "cpu"
+    assert fused.select(*_problem("gru")) == "cpu"
     for name in ("lstm", "gru"):
+        assert fused.select(*_shapes(name, 512, 32)) == "cpu", name
         cell, params, xs, carry = _problem(name)
-        assert fused.select(cell, params, xs, carry) == "cpu", name
+        assert fused.select(cell, params, xs, carry, requested="cpu") == "cpu", name
+        c_big, p_big, x_big, k_big = _shapes(name, 512, 32)
+        p16 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.bfloat16),
+                                     p_big)
+        assert fused.select(c_big, p16, x_big) == "vjp"  # bfloat16: the XLA path
+        assert fused.select(c_big, p_big, x_big, k_big, compute_dtype="bfloat16") == "vjp"
         p16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
-        assert fused.select(cell, p16, xs) == "vjp"  # bfloat16: the XLA path
-        assert fused.select(cell, params, xs, compute_dtype="bfloat16") == "vjp"
         with pytest.raises(ValueError, match="float32 only"):
             fused.select(cell, p16, xs, requested="cpu")
     for name, kw in [("rnn_tanh", {}), ("lstm", {"peepholes": True})]:
@@ -183,8 +201,8 @@ def test_auto_falls_back_in_one_line_when_the_kernel_is_unavailable(monkeypatch,
     fused._log_fallback.cache_clear()
     cell, params, xs, carry = _problem("lstm")
     with caplog.at_level(logging.WARNING):
-        assert fused.select(cell, params, xs, carry) == "vjp"
-        assert fused.select(cell, params, xs, carry) == "vjp"
+        assert fused.select(*_shapes("lstm", 512, 32)) == "vjp"
+        assert fused.select(*_shapes("gru", 512, 32)) == "vjp"
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [f"rnnlab: fused CPU kernel unavailable ({why}); using the XLA path"]
     with pytest.raises(ValueError, match=r"fused='cpu' cannot run this layer: no C\+\+ comp"):

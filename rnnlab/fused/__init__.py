@@ -24,8 +24,8 @@ Paths:
             loop in one call each, W_hh packed once for MKL's packed GEMM, float32, any mask.
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
-LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` where the kernel can run, else "vjp" for
-every cell with a split step) where it is valid and "scan" otherwise; under `jax.vmap` (the
+LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` with a large enough step where the
+kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan" otherwise; under `jax.vmap` (the
 cuDNN binding has no batching rule) it falls back to the scan at trace time. When the CPU
 kernel cannot be built (no compiler, no MKL) "auto" logs the reason once, in one line, and
 takes "vjp". Asking for a path where it is not
@@ -59,9 +59,13 @@ PATHS = ("auto", "scan", "cudnn", "pallas", "vjp", "cpu")
 # `experiments.benchmarks.speed` (LSTM: workload B 1.45x, L 1.3x, A the same; GRU and tanh RNN
 # on B ~1.3x; GRU on L 1.1-1.2x)
 AUTO = {"cuda": "cudnn", "cpu": "vjp"}
-# the cells for which "auto" on CPU takes the fused kernel ("cpu") over "vjp": measured faster
-# with `experiments.benchmarks.speed` (README, Speed)
-AUTO_CPU_KERNEL = ("LSTM", "GRU")
+# "auto" on CPU takes the fused kernel ("cpu") over "vjp" for these cells where a step's
+# recurrent GEMM has at least this many FLOPs (2 batch hidden G): measured with
+# `experiments.benchmarks.speed --fused=auto` against `--fused=vjp` on the 2-core EPYC (README,
+# Speed; under heavy load): workload B (67 MFLOP per step) LSTM 1.58x, GRU 1.38x; workload L
+# (8.4 / 6.3 MFLOP) GRU 1.20x but LSTM 0.83x, so the LSTM at L-sized steps stays on "vjp".
+# Workload A (68 MFLOP) follows B by size, unmeasured.
+AUTO_CPU_KERNEL = {"LSTM": 32e6, "GRU": 0.0}
 _log = logging.getLogger(__name__)
 
 
@@ -145,7 +149,10 @@ def _log_fallback(why: str) -> None:
 
 def _auto(cell, params, xs, carry, mask, compute_dtype, remat) -> str:
     path = AUTO.get(platform())
-    if path == "vjp" and type(cell).__name__ in AUTO_CPU_KERNEL and _cpu_cell(cell):
+    gates = 4 if type(cell) is LSTM else 3
+    flops = 2 * math.prod(xs.shape[:-2]) * cell.hidden_size ** 2 * gates if _cpu_cell(cell) else 0
+    if (path == "vjp" and type(cell).__name__ in AUTO_CPU_KERNEL and _cpu_cell(cell)
+            and flops >= AUTO_CPU_KERNEL[type(cell).__name__]):
         reasons = why_not("cpu", cell, params, xs, carry, mask, compute_dtype, remat)
         if not reasons:
             return "cpu"
