@@ -25,11 +25,11 @@ Paths:
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
 LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` with a large enough step where the
-kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan" otherwise; under `jax.vmap` (the
-cuDNN binding has no batching rule) it falls back to the scan at trace time. When the CPU
-kernel cannot be built (no compiler, no MKL) "auto" logs the reason once, in one line, and
-takes "vjp". Asking for a path where it is not
-valid is a ValueError that says why.
+kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan"
+otherwise; under `jax.vmap` (the cuDNN binding has no batching rule) it falls back to the scan
+at trace time. When the CPU kernel cannot be built (no compiler, another platform) "auto" logs
+the reason once, in one line, and takes "vjp". Asking for a path where it is not valid is a
+ValueError that says why.
 
 Limits of the fused paths: they are custom VJPs, so forward-mode autodiff (`jax.jvp`,
 `jax.jacfwd`) through them fails with JAX's "can't apply forward-mode autodiff (jvp) to a
@@ -285,6 +285,7 @@ def _split_unroll(cell, params, x, carry, mask, lengths, reverse, unroll, batch_
     return c, jnp.moveaxis(ys, 0, 1).reshape(*batch_shape, time, ys.shape[-1])
 
 
-__all__ = ["PATHS", "cpu", "cudnn", "fused_unroll", "gru_recurrence_cpu", "lstm_recurrence_cpu", "is_fallback_error", "lstm_recurrence",
+__all__ = ["PATHS", "cpu", "cudnn", "fused_unroll", "gru_recurrence_cpu", "lstm_recurrence_cpu",
+           "is_fallback_error", "lstm_recurrence",
            "lstm_recurrence_scan",
            "platform", "select", "split_recurrence", "why_not"]
