@@ -18,8 +18,9 @@ Speed and memory options (none changes the results beyond float rounding):
   fused          "auto" runs a plain LSTM layer through cuDNN on a CUDA GPU (float32, no general
                  mask), and on CPU every cell whose step is one recurrent matmul and elementwise
                  work (LSTM, GRU, Elman; float32 or bfloat16, any mask) through a hand-written
-                 backward pass ("vjp"); everything else through the scan. "scan", "cudnn",
-                 "pallas", "vjp" force a path (`rnnlab.fused`). The fused paths support
+                 backward pass ("vjp") or, for float32 GRU and large-step LSTM layers, the
+                 fused CPU kernel ("cpu"); everything else through the scan. "scan", "cudnn",
+                 "pallas", "vjp", "cpu" force a path (`rnnlab.fused`). The fused paths support
                  reverse-mode autodiff only: for `jax.jvp` / `jax.jacfwd` through float32
                  cells on CPU or GPU pass "scan" (float64 always takes the scan).
   compute_dtype  mixed precision: e.g. "bfloat16" multiplies in bfloat16 while parameters,
@@ -127,7 +128,7 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
         chunks of about sqrt(time) steps, an int k in chunks of k steps.
       lengths: optional [*batch] ints, the number of real steps of each sequence (padding at the
         end): the same as mask = arange(time) < lengths, and the form cuDNN accepts.
-      fused: "auto", "scan", "cudnn", "pallas" or "vjp": see `rnnlab.fused`.
+      fused: "auto", "scan", "cudnn", "pallas", "vjp" or "cpu": see `rnnlab.fused`.
       compute_dtype: None (the cell's `compute_dtype` field; None there too: the parameters'
         dtype) or e.g. "bfloat16" (mixed precision, see the module docstring).
 

@@ -72,13 +72,16 @@ flags.DEFINE_bool("quick", False, "smoke run: small shapes, 3 steps, 1 warm-up")
 flags.DEFINE_bool("remat", True, "also measure rnnlab LSTM with remat on workload L")
 flags.DEFINE_string("unroll", "auto", "rnnlab scan unroll: an int, or auto (the engine's "
                     "per-shape table, rnnlab.unroll.auto_unroll)")
-flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp"],
-                  "rnnlab LSTM path (rnnlab.fused); auto = cuDNN on a CUDA GPU, vjp on CPU")
+flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp", "cpu"],
+                  "rnnlab LSTM/GRU path (rnnlab.fused); auto = cuDNN on a CUDA GPU, the fused "
+                  "CPU kernel (cpu) or vjp on CPU")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "rnnlab compute dtype (bfloat16: params, carry, accumulation stay float32)")
 flags.DEFINE_integer("rounds", 1, "measure every run this many times, round-robin over the "
                      "plan (so a drift in the machine's speed hits all alike), and report each "
                      "run's best round")
+flags.DEFINE_integer("seq", 0, "sequence length of every chosen workload (0: its own; e.g. "
+                     "--workload=L --seq=4096 for the parallel-scan cells' long-sequence check)")
 flags.DEFINE_integer("timeout", 900, "seconds per worker before it is abandoned")
 # worker mode (internal: the parent runs one subprocess per measurement)
 flags.DEFINE_string("worker", None, "internal: JSON spec of one measurement")
@@ -466,6 +469,10 @@ def main(argv):
     if FLAGS.unroll != "auto" and not FLAGS.unroll.isdigit():
         raise app.UsageError(f"--unroll={FLAGS.unroll!r} must be a non-negative int or auto")
     shapes = QUICK if FLAGS.quick else WORKLOADS
+    if FLAGS.seq < 0:
+        raise app.UsageError(f"--seq={FLAGS.seq} must be positive (or 0: the workload's own)")
+    if FLAGS.seq:
+        shapes = {k: dict(v, seq=FLAGS.seq) for k, v in shapes.items()}
     steps, warmup = (3, 1) if FLAGS.quick else (FLAGS.steps, FLAGS.warmup)
     load = os.getloadavg()
     specs = plan(workloads, cells, impls, FLAGS.quick, FLAGS.remat)

@@ -24,7 +24,7 @@ class Recurrent(nn.Module):
     reverse: bool = False
     unroll: int | str = 1  # steps per scan iteration; "auto" or 0: picked per shape
     remat: bool | int = False  # True: checkpoint chunks of ~sqrt(time) steps; k: chunks of k
-    fused: str = "auto"  # "auto" | "scan" | "cudnn" | "pallas" (rnnlab.fused)
+    fused: str = "auto"  # "auto" | "scan" | "cudnn" | "pallas" | "vjp" | "cpu" (rnnlab.fused)
     compute_dtype: Any = None  # None: the params' dtype; jnp.bfloat16: mixed precision
 
     @nn.compact

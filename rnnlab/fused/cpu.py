@@ -1,0 +1,246 @@
+"""The fused CPU kernel (`cpu_kernel.cc`): whole LSTM / cuDNN-form GRU layers, forward and
+backward over all time steps, as XLA FFI custom calls.
+
+    reason = unavailable()                        # None when the kernel can run here
+    hs, h_T, c_T = lstm_recurrence_cpu(xp, w_hh, h0, c0, mask, b=b)
+    hs, h_T = gru_recurrence_cpu(xp, w_hh, b_hh, h0, mask)
+
+Why a kernel: on XLA:CPU every iteration of a `lax.scan` pays a fixed cost (thunk dispatch, a
+fresh temp mapping), which dominates long sequences of small matmuls (issue 19, workload L).
+Here one custom call runs the whole forward loop and one the whole backward loop. Per step:
+one [batch, hidden] x [hidden, G] GEMM against W_hh packed once per call into register-width
+column panels (the kernel's own micro-kernel: MKL's packed GEMM, `cblas_sgemm_pack` /
+`cblas_sgemm_compute`, runs its generic code path on AMD CPUs and measured slower than XLA's
+dot on the development machine's EPYC; OpenBLAS has no packed-weights API and measured slower
+at batch-sized M), then the gate arithmetic in the same loop (vectorised by g++ -O3
+-march=native). The hidden units are split over up to 2 threads (`$RNNLAB_CPU_THREADS`),
+each with its own slice of the packed weights, one barrier per step. The forward saves the
+gate activations; the backward runs one packed GEMM against W_hh^T per step, and
+dW_hh = h_prev^T dZ is one large matmul after the loop (XLA's), db a sum.
+
+Build: compiled on first use into `$RNNLAB_CACHE` (default ~/.cache/rnnlab) under a key of the
+source, the compiler flags, the jax version (its FFI headers) and this CPU's model and flags
+(-march=native code must not run on another CPU), with g++ (or $CXX); no library beyond the
+C++ runtime. Without a compiler, or on another platform, `unavailable()` says why in one line
+and `rnnlab.fused` takes the XLA path instead.
+
+Inputs are float32 only (the paths of `rnnlab.fused` check that), time-major and already in
+recurrence order (reversal is the caller's); masks are [time, batch] 0/1 floats. Reverse-mode
+autodiff only (custom VJPs); under `jax.vmap` the calls run sequentially over the mapped axis.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+
+F32 = jnp.float32
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernel.cc")
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd",
+         "-fno-math-errno"]
+TARGETS = {"rnnlab_lstm_fwd": "RnnlabLstmForward", "rnnlab_lstm_bwd": "RnnlabLstmBackward",
+           "rnnlab_gru_fwd": "RnnlabGruForward", "rnnlab_gru_bwd": "RnnlabGruBackward"}
+
+
+class KernelUnavailable(RuntimeError):
+    """Why the kernel cannot be built or loaded here (one line)."""
+
+
+def cache_dir() -> str:
+    return os.path.join(os.environ.get("RNNLAB_CACHE") or
+                        os.path.join(os.path.expanduser("~"), ".cache", "rnnlab"), "fused_cpu")
+
+
+def _cpu_id() -> str:
+    """This CPU's model name and flags (what -march=native compiles for)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n")[0]
+    except OSError:
+        return platform.processor() + platform.machine()
+    keep = [ln for ln in text.splitlines() if ln.split(":")[0].strip() in ("model name", "flags")]
+    return platform.machine() + "\n" + "\n".join(keep)
+
+
+def build_key(source: bytes, cxx: str, cpu_id: str) -> str:
+    """The cache key of a build: source, compiler and flags, jax (its FFI headers) and the CPU
+    (-march=native code must not run on another one)."""
+    parts = [source, " ".join(FLAGS).encode(), cxx.encode(), jax.__version__.encode(),
+             cpu_id.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
+
+
+def _build() -> str:
+    """The kernel's shared library: from the cache, else compiled there now. Returns its path."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise KernelUnavailable(f"the CPU kernel is built for x86-64 Linux only, this is "
+                                f"{sys.platform}/{platform.machine()}")
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None:
+        raise KernelUnavailable(f"no C++ compiler ({os.environ.get('CXX', 'g++')} not on PATH)")
+    with open(SOURCE, "rb") as f:
+        source = f.read()
+    out_dir = os.path.join(cache_dir(), build_key(source, cxx, _cpu_id()))
+    lib = os.path.join(out_dir, "librnnlab_cpu.so")
+    if os.path.exists(lib):
+        return lib
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+    except OSError as e:
+        raise KernelUnavailable(f"cannot write the kernel cache {out_dir} ({e.strerror}; set "
+                                "RNNLAB_CACHE to a writable directory)") from None
+    cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), SOURCE, "-o", tmp, "-pthread"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        log = os.path.join(out_dir, "build.log")
+        with open(log, "w") as f:
+            f.write(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+        os.unlink(tmp)
+        raise KernelUnavailable(f"compiling {os.path.basename(SOURCE)} failed (log: {log})")
+    os.replace(tmp, lib)  # atomic: parallel test workers may build at once
+    return lib
+
+
+@functools.cache
+def _load() -> str | None:
+    """Builds (once per cache key), loads and registers the kernel; None or why not."""
+    try:
+        path = _build()
+        handle = ctypes.CDLL(path)
+    except KernelUnavailable as e:
+        return str(e)
+    except OSError as e:  # loading failed (e.g. a cache copied from another machine)
+        return f"loading the CPU kernel failed: {str(e).splitlines()[0]}"
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)),
+                                    platform="cpu")
+    return None
+
+
+def unavailable() -> str | None:
+    """None when the CPU kernel is built and registered, else the one-line reason."""
+    return _load()
+
+
+def _call(target, shapes, *args):
+    if _load() is not None:
+        raise KernelUnavailable(_load())
+    out = [jax.ShapeDtypeStruct(s, F32) for s in shapes]
+    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args)
+
+
+def _empty():
+    return jnp.zeros((0,), F32)
+
+
+def _weight_grads(h0, hs, dz):
+    """dW_hh = sum_t h_{t-1}^T dz_t as one large matmul (XLA's, on all cores), db = sum dz."""
+    t, n, g = dz.shape
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0).reshape(t * n, -1)
+    return h_prev.T @ dz.reshape(t * n, g), jnp.sum(dz, axis=(0, 1))
+
+
+# --- LSTM ------------------------------------------------------------------------------------
+
+
+def _lstm_forward(xp, w, b, h0, c0, mask, save):
+    t, n, g = xp.shape
+    hid = g // 4
+    seq = (t, n, hid)
+    shapes = [seq, seq if save else (0,), (t, n, g) if save else (0,), (n, hid), (n, hid)]
+    return _call("rnnlab_lstm_fwd", shapes, xp, w, b, h0, c0, mask)
+
+
+@jax.custom_vjp
+def _lstm(xp, w, b, h0, c0, mask):
+    hs, _, _, h, c = _lstm_forward(xp, w, b, h0, c0, mask, save=False)
+    return hs, h, c
+
+
+def _lstm_fwd(xp, w, b, h0, c0, mask):
+    hs, cs, acts, h, c = _lstm_forward(xp, w, b, h0, c0, mask, save=True)
+    return (hs, h, c), (w, h0, c0, mask, hs, cs, acts)
+
+
+def _lstm_bwd(res, cotangents):
+    w, h0, c0, mask, hs, cs, acts = res
+    d_hs, d_h, d_c = cotangents
+    t, n, g = acts.shape
+    hid = g // 4
+    dz, dh0, dc0 = _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid)],
+                         acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
+    dw, db = _weight_grads(h0, hs, dz)
+    return dz, dw, db, dh0, dc0, jnp.zeros_like(mask)
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def _mask(mask, t, n):
+    return _empty() if mask is None else mask.astype(F32).reshape(t, n)
+
+
+def lstm_recurrence_cpu(xp, w_hh, h0, c0, mask=None, *, b=None):
+    """`pallas_lstm.lstm_recurrence_scan` on the CPU kernel: xp [time, batch, 4 hidden]
+    (x W_ih, gates i f g o), w_hh [hidden, 4 hidden], h0/c0 [batch, hidden], mask optional
+    [time, batch], b [4 hidden] or None. Returns (hs [time, batch, hidden], h_T, c_T)."""
+    t, n, g = xp.shape
+    b = jnp.zeros((g,), F32) if b is None else b
+    return _lstm(xp.astype(F32), w_hh.astype(F32), b.astype(F32), h0.astype(F32),
+                 c0.astype(F32), _mask(mask, t, n))
+
+
+# --- GRU (cuDNN form) ------------------------------------------------------------------------
+
+
+def _gru_forward(xp, w, b, h0, mask, save):
+    t, n, g = xp.shape
+    hid = g // 3
+    return _call("rnnlab_gru_fwd", [(t, n, hid), (t, n, 4 * hid) if save else (0,), (n, hid)],
+                 xp, w, b, h0, mask)
+
+
+@jax.custom_vjp
+def _gru(xp, w, b, h0, mask):
+    hs, _, h = _gru_forward(xp, w, b, h0, mask, save=False)
+    return hs, h
+
+
+def _gru_fwd(xp, w, b, h0, mask):
+    hs, acts, h = _gru_forward(xp, w, b, h0, mask, save=True)
+    return (hs, h), (w, h0, mask, hs, acts)
+
+
+def _gru_bwd(res, cotangents):
+    w, h0, mask, hs, acts = res
+    d_hs, d_h = cotangents
+    t, n, hid = hs.shape
+    g = 3 * hid
+    dxp, du, dh0 = _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (n, hid)],
+                         acts, hs, d_hs, w, h0, d_h, mask)
+    dw, db = _weight_grads(h0, hs, du)
+    return dxp, dw, db, dh0, jnp.zeros_like(mask)
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
+
+
+def gru_recurrence_cpu(xp, w_hh, b_hh, h0, mask=None):
+    """The cuDNN-form GRU (`rnnlab.cells.GRU`) on the CPU kernel: xp [time, batch, 3 hidden]
+    (x W_ih + b_ih, gates r z n), w_hh [hidden, 3 hidden], b_hh [3 hidden], h0 [batch, hidden],
+    mask optional [time, batch]. Returns (hs [time, batch, hidden], h_T)."""
+    t, n, _ = xp.shape
+    return _gru(xp.astype(F32), w_hh.astype(F32), b_hh.astype(F32), h0.astype(F32),
+                _mask(mask, t, n))
