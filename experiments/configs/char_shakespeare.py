@@ -1,6 +1,7 @@
 """Character-level LSTM on tiny_shakespeare (Karpathy's char-rnn corpus via TFDS, 65 symbols):
-the config to run first. 3,000 steps of 32 x 100 characters (~9.5 epochs); sized for about half
-an hour on a 2-core CPU (1.1 steps/s measured on one shared with other jobs, load average 12).
+the config to run first. 2 x 384 LSTM with dropout 0.25, 3,000 steps of 32 x 100 characters
+(~9.5 epochs); sized for about half an hour on a 2-core CPU (36 min measured, 1.6 steps/s, on one
+shared with other jobs, load average ~13).
 
     python -m experiments.train --config=experiments/configs/char_shakespeare.py \
         --workdir=runs/shakespeare
@@ -14,7 +15,9 @@ Metric: `bpc` (bits per character = loss / ln 2) on split "eval" (validation) an
 Reference: the uniform baseline is log2(65) = 6.02 bpc; a 6-layer, 384-wide transformer reaches
 1.47 nats/char = 2.12 bpc on validation (nanoGPT); no widely cited LSTM number exists for this
 split, so the README's results table (hardware, time, bpc, command) is the reference for this
-config's expected result.
+config's expected result. Measured (2026-12-01, this config): validation 2.038, test 2.204 bpc.
+The earlier 2 x 256 default without dropout overfitted (train 1.90, validation 2.187, test 2.318
+bpc at the same 3,000 steps; validation flat over the last 200 steps).
 
 TFDS splits the text 90/5/5 by characters: train 1,003,854, validation 55,770, test 55,770.
 """
@@ -37,10 +40,10 @@ def get_config(variant: str = ""):
     c.task.eval_bptt = 200  # validation / test window (longer: fewer, cheaper calls)
 
     c.model.cell = "lstm"
-    c.model.hidden = 256  # LSTM units per layer
+    c.model.hidden = 384  # LSTM units per layer
     c.model.num_layers = 2
     c.model.embed_dim = 64  # character embedding width
-    c.model.dropout = 0.0  # (0.1-0.2 helps only for runs much longer than the default)
+    c.model.dropout = 0.25  # non-recurrent: inputs, between the layers, before the readout
 
     c.optim.name = "adam"
     c.optim.lr = 2e-3
