@@ -184,6 +184,7 @@ def test_residual_stack_masked_outputs_are_zero(xs, mask, lengths):
 GRAD_CASES = [  # (cell, masked, reverse)
     ("jordan", False, True), ("lstm", True, False), ("lstm[peepholes,layer_norm]", True, False),
     ("gru", True, True), ("gru_cho", False, False), ("stack[elman,gru,residual]", True, False),
+    ("lstm[proj]", True, True),
 ]
 
 

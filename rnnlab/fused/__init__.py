@@ -7,7 +7,8 @@ between them and the scan.
 Paths:
   "scan"    `jax.lax.scan` over `cell.step` (every cell, every backend; `rnnlab.unroll`'s own).
   "cudnn"   one cuDNN call per LSTM layer through `jax.experimental.rnn` (`cudnn.py`): CUDA GPU,
-            float32, no peepholes / layer norm, padding given as `lengths` (not a general mask).
+            float32, no peepholes / layer norm / projection, padding given as `lengths` (not a
+            general mask).
   "pallas"  the Pallas kernel of `pallas_lstm.py`: W_hh resident across time steps, float32 or
             bfloat16 matmuls with float32 gates and carry, any mask. Compiled on TPU and GPU,
             interpreted on CPU (slow; for tests). Chosen only on request.
@@ -18,12 +19,15 @@ Paths:
             instead of a pass over all projected inputs. Any backend, any mask. Every other
             cell with a split step (`Cell.recurrent_weight`: Elman, GRU in its cuDNN form, LSTM
             with peepholes or layer norm) takes the generic form of the same idea
-            (`split_vjp.py`). float32 / bfloat16.
+            (`split_vjp.py`). float32 / bfloat16. The LSTM with a projection (`proj_size`)
+            runs here only on request: its step has a second matmul (W_hr), whose gradient
+            the generic form accumulates per step, so "auto" keeps it on the scan.
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
-LSTM, "vjp" on CPU for every cell with a split step) where it is valid and "scan" otherwise; under `jax.vmap` (the cuDNN binding has no
-batching rule) it falls back to the scan at trace time. Asking for a path where it is not
-valid is a ValueError that says why.
+LSTM, "vjp" on CPU for every cell with a split step) where it is valid and "scan" otherwise
+(always for `rnnlab.unroll(..., resets=...)` and for the projection LSTM); under `jax.vmap`
+(the cuDNN binding has no batching rule) it falls back to the scan at trace time. Asking for
+a path where it is not valid is a ValueError that says why.
 
 Limits of the fused paths: they are custom VJPs, so forward-mode autodiff (`jax.jvp`,
 `jax.jacfwd`) through them fails with JAX's "can't apply forward-mode autodiff (jvp) to a
@@ -66,14 +70,16 @@ def _floats(tree):
 
 
 def _plain_lstm(cell) -> bool:
-    return type(cell) is LSTM and not (cell.peepholes or cell.layer_norm)
+    return type(cell) is LSTM and not (cell.peepholes or cell.layer_norm or cell.proj_size)
 
 
 def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=None,
-            remat=False) -> list[str]:
+            remat=False, resets=None) -> list[str]:
     """The reasons `path` ("cudnn", "pallas" or "vjp") cannot run this layer; [] when it can."""
     if remat:
         return ["remat asks for the scan (the fused paths keep their own activations)"]
+    if resets is not None:
+        return ["resets= run on the scan (the fused paths have no per-step carry reset)"]
     reasons = []
     if path == "vjp" and not _plain_lstm(cell):  # any cell with a split step (split_vjp.py)
         if getattr(cell, "recurrent_weight", None) is None:
@@ -82,7 +88,7 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
     elif type(cell) is not LSTM:
         return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
     elif not _plain_lstm(cell):
-        reasons.append("it has no peepholes or layer norm")
+        reasons.append("it runs the LSTM without peepholes, layer norm or projection")
     if path == "cudnn":
         if platform() != "cuda":
             reasons.append(f"cuDNN needs a CUDA GPU backend, this is {platform()!r}")
@@ -103,17 +109,20 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
 
 
 def select(cell, params, xs, carry=None, mask=None, compute_dtype=None, remat=False,
-           requested: str = "auto") -> str:
+           requested: str = "auto", resets=None) -> str:
     """The path `rnnlab.unroll` takes: "scan", "cudnn", "pallas" or "vjp" (module docstring)."""
     if requested not in PATHS:
         raise ValueError(f"unknown fused={requested!r}; valid choices: {list(PATHS)}")
     if requested == "scan":
         return "scan"
     if requested == "auto":
+        if getattr(cell, "proj_size", 0):  # two matmuls per step: no measured gain, the scan
+            return "scan"
         path = AUTO.get(platform())
-        ok = path and not why_not(path, cell, params, xs, carry, mask, compute_dtype, remat)
+        ok = path and not why_not(path, cell, params, xs, carry, mask, compute_dtype, remat,
+                                  resets)
         return path if ok else "scan"
-    reasons = why_not(requested, cell, params, xs, carry, mask, compute_dtype, remat)
+    reasons = why_not(requested, cell, params, xs, carry, mask, compute_dtype, remat, resets)
     if reasons:
         raise ValueError(f"fused={requested!r} cannot run this layer: {'; '.join(reasons)}. "
                          "Use fused='auto' or 'scan'.")
