@@ -288,6 +288,8 @@ def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
     for path in ("pallas", "cudnn"):
         with pytest.raises(ValueError, match="without peepholes, layer norm or projection"):
             fused.select(proj, p_proj, xs, requested=path)
+        with pytest.raises(ValueError, match=rf"fused_unroll\('{path}'\) runs the LSTM without"):
+            fused.fused_unroll(path, proj, p_proj, xs)
     resets = jnp.zeros((B, T), bool)
     assert fused.select(cell, params, xs, carry, resets=resets) == "scan"
     with pytest.raises(ValueError, match=r"fused='vjp' cannot run this layer: resets= run on "

@@ -45,12 +45,14 @@ class LSTM(Cell):
     (Tallec & Ollivier 2018): b_f = log(u), u ~ U(1, T_max - 1) per unit, and b_i = -b_f, so the
     units' memory time scales spread over the dependency lengths up to T_max.
 
-    Projection (`proj_size=P > 0`; LSTMP of Sak et al. 2014, PyTorch's `nn.LSTM(proj_size=P)`):
-    the output and the recurrent state are projected to P < hidden units,
+    Projection (`proj_size=P > 0`; the LSTMP of Sak, Senior & Beaufays 2014, "Long short-term
+    memory recurrent neural network architectures for large scale acoustic modeling"; PyTorch's
+    `nn.LSTM(proj_size=P)`): the output and the recurrent state are projected to P < hidden units,
 
         h_t = (o ⊙ tanh(c_t)) W_hr,    y_t = h_t                 (W_hr [hidden, P], no bias)
 
-    and the recurrence reads the projected h: W_hh is [P, 4 hidden]. The carry is (h [P],
+    (tanh(LN(c_t)) with layer norm), and the recurrence reads the projected h: W_hh is
+    [P, 4 hidden]. The carry is (h [P],
     c [hidden]) and `output_size` is P. W_hr starts U(±1/sqrt(hidden)) (PyTorch), or
     U(±init_scale); with `recurrent_init="orthogonal"` each gate's [P, hidden] block of W_hh has
     orthonormal rows. The step is then two matmuls, so `fused="auto"` runs it on the scan.

@@ -147,6 +147,9 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
     hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
     x = xs.reshape(b, time, xs.shape[-1])
+    if path in ("cudnn", "pallas") and not _plain_lstm(cell):
+        raise ValueError(f"fused_unroll({path!r}) runs the LSTM without peepholes, layer norm "
+                         f"or projection, not {cell!r}; use rnnlab.unroll (it picks a valid path)")
     if path == "vjp" and not _plain_lstm(cell):
         return _split_unroll(cell, params, x, carry, mask, lengths, reverse, unroll, batch_shape)
     dtype = jnp.float32 if carry is None else carry.h.dtype
