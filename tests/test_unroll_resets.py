@@ -19,8 +19,8 @@ from rnnlab.models.sequence import SequenceModel
 
 # segment starts per row: none, one in the middle, the first step and two more, the last step
 STARTS = ([], [3], [0, 2, 5])
-RESET_CELLS = ["lstm", "lstm[proj]", "gru", "jordan", "esn", "tdnn", "mingru", "lru",
-               "stack[elman,gru,residual]"]
+RESET_CELLS = ["lstm[proj]", "gru", "jordan", "mingru", "lru", "stack[elman,gru,residual]",
+               *(pytest.param(n, marks=pytest.mark.slow) for n in ("lstm", "esn", "tdnn"))]
 
 
 def _resets(starts=STARTS, time=TIME):
