@@ -304,7 +304,8 @@ def bidirectional(cell, params, xs: jax.Array, carry=None, mask: jax.Array | Non
     `backward_cell` defaults to `cell`. The backward pass scans from the end; with a padding
     mask it starts at each sequence's own last real step, so outputs at real steps are the same
     as running it on each sequence cut to its length. merge: "concat" ([..., 2 * output]),
-    "sum", or "none" (returns the pair of outputs). kwargs go to `unroll` (e.g. lengths=).
+    "sum", or "none" (returns the pair of outputs). kwargs go to `unroll` (e.g. lengths=, or
+    resets=, which marks segment starts for both directions).
 
     Returns ((forward_carry, backward_carry), ys).
     """
