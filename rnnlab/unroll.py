@@ -4,6 +4,21 @@
     carry, ys = unroll(cell, params, xs, mask=mask)           # mask [batch, time], True = real step
     carry, ys = unroll(cell, params, xs, lengths=lengths)     # lengths [batch]: padding at the end
     (c_fw, c_bw), ys = bidirectional(cell, (p_fw, p_bw), xs, mask=mask)
+    carry, ys = unroll(cell, params, xs, resets=resets)       # resets [batch, time]: new segments
+
+Resets (Haiku's `ResetCore`): `resets[b, t]` True says that step t starts a new segment of
+sequence b (a document, an episode). Before the step at t the carry of that sequence is
+replaced by `cell.initial_carry` (zeros for most cells), so no state and no gradient crosses
+the boundary; the outputs and final carry equal separate unrolls of the segments, each from
+the initial carry (the segment read first starts from `carry`; forwards, not even that one
+when resets[b, 0] is set). With `reverse=True` the same segments are read backwards: the
+carry is restarted before the step at t when resets[b, t + 1] is set (the last step of a
+segment is the first one the reverse run reads; resets[b, 0] has no effect there), so
+`bidirectional` passes one `resets` to both directions. A reset applies whatever the mask
+says: at a masked step it restarts the carry and the step then leaves it there (the segment
+that starts at a padded step starts from the initial carry, as a separate unroll of it would). Stacks reset every layer at the same steps.
+Resets always run on the scan (`fused="auto"` falls back to it; a forced fused path is an
+error), linear-recurrence cells included (their associative scan has no reset).
 
 The input half of every gate is computed for all time steps in one matmul before the scan
 (`cell.project_inputs`), so the scan body holds only the recurrent matmul. A `Stack` is unrolled
@@ -68,7 +83,7 @@ def _batch_shape(carry):
     return jax.tree_util.tree_leaves(carry)[0].shape[:-1]
 
 
-def _check(cell, params, xs, carry, mask, lengths, unroll, remat):
+def _check(cell, params, xs, carry, mask, lengths, unroll, remat, resets=None):
     if not hasattr(cell, "step") or not hasattr(cell, "init"):
         raise ValueError(f"unroll needs a cell (rnnlab.cells.make(...)), got {cell!r}")
     if xs.ndim < 2:
@@ -77,6 +92,9 @@ def _check(cell, params, xs, carry, mask, lengths, unroll, remat):
     batch_shape = xs.shape[:-2]
     if mask is not None and tuple(mask.shape) != tuple(xs.shape[:-1]):
         raise ValueError(f"mask shape {tuple(mask.shape)} must equal the inputs' "
+                         f"[batch..., time] shape {tuple(xs.shape[:-1])}")
+    if resets is not None and tuple(resets.shape) != tuple(xs.shape[:-1]):
+        raise ValueError(f"resets shape {tuple(resets.shape)} must equal the inputs' "
                          f"[batch..., time] shape {tuple(xs.shape[:-1])}")
     if lengths is not None:
         if mask is not None:
@@ -111,7 +129,8 @@ def _cast_floats(tree, dtype):
 
 def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = None,
            reverse: bool = False, unroll: int | str = 1, remat: bool | int = False, *,
-           lengths: jax.Array | None = None, fused: str = "auto", compute_dtype=None):
+           lengths: jax.Array | None = None, fused: str = "auto", compute_dtype=None,
+           resets: jax.Array | None = None):
     """Runs `cell` over the time axis of xs.
 
     Args:
@@ -131,26 +150,29 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
       fused: "auto", "scan", "cudnn", "pallas", "vjp" or "cpu": see `rnnlab.fused`.
       compute_dtype: None (the cell's `compute_dtype` field; None there too: the parameters'
         dtype) or e.g. "bfloat16" (mixed precision, see the module docstring).
+      resets: optional [*batch, time] booleans, True where a new segment starts: the carry
+        restarts from `cell.initial_carry` before that step (module docstring, "Resets").
 
     Returns:
       (final_carry, ys) with ys [*batch, time, cell.output_size].
     """
-    _check(cell, params, xs, carry, mask, lengths, unroll, remat)
+    _check(cell, params, xs, carry, mask, lengths, unroll, remat, resets)
     opts = dict(reverse=reverse, unroll=unroll, remat=remat, fused=fused,
-                compute_dtype=compute_dtype)
+                compute_dtype=compute_dtype, resets=resets)
     if isinstance(cell, Stack):
         return _unroll_stack(cell, params, xs, carry, mask, lengths, opts)
     return _unroll_layer(cell, params, xs, carry, mask, lengths, **opts)
 
 
 def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat, fused,
-                  compute_dtype):
+                  compute_dtype, resets=None):
     if compute_dtype is None:  # the cell's own field (rnnlab.cells.Cell.compute_dtype)
         compute_dtype = getattr(cell, "compute_dtype", None)
     if compute_dtype is not None:
         compute_dtype = jnp.dtype(compute_dtype)
         params = _cast_floats(params, compute_dtype)  # once, outside the loop
-    if hasattr(cell, "parallel_unroll"):  # linear recurrences: associative scan, O(log T) depth
+    if hasattr(cell, "parallel_unroll") and resets is None:  # linear recurrences: associative
+        # scan, O(log T) depth
         if lengths is not None:
             mask = jnp.arange(xs.shape[-2]) < lengths[..., None]
         return cell.parallel_unroll(params, xs, carry, mask, reverse)
@@ -164,7 +186,7 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
         if compute_dtype is not None:
             dtype = jnp.promote_types(dtype, jnp.float32)
         carry = cell.initial_carry(xs.shape[:-2], dtype=dtype)
-    path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused)
+    path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused, resets)
     if path != "scan":
         try:
             return fused_lib.fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse,
@@ -183,9 +205,20 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
         return cell.project_inputs(params, x)
 
     ms = None if mask is None else jnp.moveaxis(mask.astype(bool), -1, 0)  # [time, *batch]
+    rs, fresh = None, None
+    if resets is not None:
+        rs = jnp.moveaxis(resets.astype(bool), -1, 0)
+        if reverse:  # the reverse run of a segment starts at its last step: the one before the
+            # next segment's first
+            rs = jnp.concatenate([rs[1:], jnp.zeros_like(rs[:1])])
+        fresh = jax.tree_util.tree_map(lambda z, c: z.astype(c.dtype),
+                                       cell.initial_carry(xs.shape[:-2]), carry)
 
     def body(c, inp):
-        x_t, m_t = inp
+        x_t, m_t, r_t = inp
+        if r_t is not None:
+            restart = r_t[..., None]
+            c = jax.tree_util.tree_map(lambda z, o: jnp.where(restart, z, o), fresh, c)
         new_c, y = cell.step(params, c, x_t)
         new_c = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_c, c)
         if m_t is not None:
@@ -194,7 +227,7 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
             y = jnp.where(keep, y, jnp.zeros((), y.dtype))
         return new_c, y
 
-    carry, ys = _scan(body, project, carry, xs_t, ms, time, reverse, unroll, remat)
+    carry, ys = _scan(body, project, carry, xs_t, (ms, rs), time, reverse, unroll, remat)
     return carry, jnp.moveaxis(ys, 0, -2)
 
 
@@ -205,24 +238,25 @@ def remat_chunk(time: int) -> int:
 
 
 def _scan(body, project, carry, xs, ms, time, reverse, unroll, remat):
-    """lax.scan of `body` over the projected inputs project(xs) [time, ...].
+    """lax.scan of `body` over the projected inputs project(xs) [time, ...] and the per-step
+    extras `ms` (a tuple of [time, ...] arrays or Nones: mask and resets).
 
     With remat in chunks of k steps: an outer scan over time // k checkpointed chunks, each
     projecting its own inputs (so neither the projection [time, ..., G] nor the per-step
     activations are stored: only xs and the carry between chunks), then (first, in reverse)
     a scan over the remaining steps. k = 1 checkpoints every step."""
     if not remat:
-        return jax.lax.scan(body, carry, (project(xs), ms), reverse=reverse, unroll=unroll)
+        return jax.lax.scan(body, carry, (project(xs), *ms), reverse=reverse, unroll=unroll)
     k = remat_chunk(time) if remat is True else int(remat)
     if k == 1 or k >= time:
-        return jax.lax.scan(jax.checkpoint(body), carry, (project(xs), ms), reverse=reverse,
+        return jax.lax.scan(jax.checkpoint(body), carry, (project(xs), *ms), reverse=reverse,
                             unroll=unroll)
     n = time // k
 
     @jax.checkpoint
     def chunk(c, inp):
         x_c, m_c = inp
-        return jax.lax.scan(body, c, (project(x_c), m_c), reverse=reverse,
+        return jax.lax.scan(body, c, (project(x_c), *m_c), reverse=reverse,
                             unroll=min(unroll, k))
 
     def part(lo, hi):
@@ -235,7 +269,7 @@ def _scan(body, project, carry, xs, ms, time, reverse, unroll, remat):
 
     def run_tail(c):
         x_r, m_r = part(n * k, time)
-        return jax.lax.scan(jax.checkpoint(body), c, (project(x_r), m_r), reverse=reverse,
+        return jax.lax.scan(jax.checkpoint(body), c, (project(x_r), *m_r), reverse=reverse,
                             unroll=unroll)
 
     if n * k == time:
@@ -271,7 +305,8 @@ def bidirectional(cell, params, xs: jax.Array, carry=None, mask: jax.Array | Non
     `backward_cell` defaults to `cell`. The backward pass scans from the end; with a padding
     mask it starts at each sequence's own last real step, so outputs at real steps are the same
     as running it on each sequence cut to its length. merge: "concat" ([..., 2 * output]),
-    "sum", or "none" (returns the pair of outputs). kwargs go to `unroll` (e.g. lengths=).
+    "sum", or "none" (returns the pair of outputs). kwargs go to `unroll` (e.g. lengths=, or
+    resets=, which marks segment starts for both directions).
 
     Returns ((forward_carry, backward_carry), ys).
     """

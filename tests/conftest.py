@@ -2,8 +2,8 @@
 
 Every test that takes a `cell_name` argument is run for every cell in
 `rnnlab.cells.REGISTRY` (so cells registered later are covered automatically) plus the
-variants listed in `VARIANTS` (LSTM with peepholes / layer norm, stacks with and without
-residual connections).
+variants listed in `VARIANTS` (LSTM with peepholes / layer norm / a projection, stacks with
+and without residual connections).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ TIME = 7
 VARIANTS = {
     "lstm[peepholes]": lambda h: rnnlab.cells.make("lstm", h, peepholes=True),
     "lstm[layer_norm]": lambda h: rnnlab.cells.make("lstm", h, layer_norm=True),
+    "lstm[proj]": lambda h: rnnlab.cells.make("lstm", h, proj_size=h // 2),
     "stack[gru,lstm]": lambda h: Stack((rnnlab.cells.make("gru", h),
                                         rnnlab.cells.make("lstm", h))),
     "stack[elman,gru,residual]": lambda h: Stack((rnnlab.cells.make("elman", h),

@@ -197,6 +197,44 @@ def test_lstm_variants_change_the_output():
     assert not np.allclose(outs[0], outs[2])
 
 
+def test_lstm_projection_formula_init_and_errors():
+    """h_t = (o ⊙ tanh c_t) W_hr (Sak et al. 2014), the recurrence reading the projected h;
+    PyTorch's init bound for W_hr; the other parameters as without a projection."""
+    h, p = 6, 2
+    cell = rnnlab.cells.make("lstm", h, proj_size=p)
+    params = cell.init(jax.random.key(0), INPUT)
+    assert cell.output_size == p
+    assert {k: v.shape for k, v in params.items()} == {
+        "w_ih": (INPUT, 4 * h), "w_hh": (p, 4 * h), "b": (4 * h,), "w_hr": (h, p)}
+    plain = rnnlab.cells.make("lstm", h).init(jax.random.key(0), INPUT)
+    np.testing.assert_array_equal(params["w_ih"], plain["w_ih"])
+    np.testing.assert_array_equal(params["b"], plain["b"])
+    assert 0.5 / np.sqrt(h) < np.abs(np.asarray(params["w_hr"])).max() <= 1 / np.sqrt(h)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, INPUT)).astype(np.float32)
+    h0 = rng.standard_normal((BATCH, p)).astype(np.float32)
+    c0 = rng.standard_normal((BATCH, h)).astype(np.float32)
+    (h1, c1), y = cell(params, rnnlab.cells.LSTMCarry(jnp.asarray(h0), jnp.asarray(c0)), x)
+    w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    z = x @ w["w_ih"] + h0 @ w["w_hh"] + w["b"]
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    i, f, g, o = np.split(z, 4, axis=-1)
+    c_want = sig(f) * c0 + sig(i) * np.tanh(g)
+    h_want = (sig(o) * np.tanh(c_want)) @ w["w_hr"]
+    np.testing.assert_allclose(c1, c_want, atol=1e-5 * np.abs(c_want).max())
+    np.testing.assert_allclose(h1, h_want, atol=1e-5 * np.abs(h_want).max())
+    np.testing.assert_array_equal(y, h1)
+    orth = rnnlab.cells.make("lstm", h, proj_size=p, recurrent_init="orthogonal")
+    w_hh = np.asarray(orth.init(jax.random.key(1), INPUT)["w_hh"], np.float64)
+    for k in range(4):  # each gate's [P, hidden] block has orthonormal rows
+        blk = w_hh[:, k * h:(k + 1) * h]
+        np.testing.assert_allclose(blk @ blk.T, np.eye(p), atol=1e-5)
+    for bad in (h, -1, 2.5, True):
+        with pytest.raises(ValueError, match=r"proj_size=.* must be 0 \(off\) or an integer "
+                           r"in \[1, hidden_size=6\)"):
+            rnnlab.cells.make("lstm", h, proj_size=bad)
+
+
 def test_gru_variants_differ_and_cudnn_formula():
     cudnn = rnnlab.cells.make("gru", HIDDEN)
     cho = rnnlab.cells.make("gru_cho", HIDDEN)

@@ -35,7 +35,7 @@ def _flat(carry):
 
 def _unflat(cell, v):
     if isinstance(cell, cells.LSTM):
-        h = cell.hidden_size
+        h = cell.output_size  # h is [proj_size] with a projection, c [hidden]
         return cells.LSTMCarry(v[:h], v[h:])
     return v
 
@@ -197,6 +197,36 @@ def test_jacobian_spectra_match_numpy_svd_of_explicit_product(name):
             np.testing.assert_allclose(np.exp(np.asarray(got["log_sv"][b, i], np.float64)),
                                        want, rtol=1e-4, atol=2e-6 * want[0])
     np.testing.assert_allclose(got["log_sigma_max"], got["log_sv"][..., 0])
+
+
+def test_projection_lstm_gradients_spectra_and_lyapunov_match_references():
+    """The LSTM with a projection (carry [h: P, c: hidden]): state gradients, the spectra of
+    the Jacobian products and the full Lyapunov spectrum against the loop references."""
+    cell, params, xs = _small("lstm", hidden=4, time=9, batch=2, proj_size=2)
+    d = cell.proj_size + cell.hidden_size
+    got = np.asarray(D.state_gradients(cell, params, xs, loss="every"))
+    assert got.shape == (2, 10, d)
+    for b in range(2):
+        np.testing.assert_allclose(got[b], _reference_grads(cell, params, xs[b], every=True),
+                                   rtol=2e-4, atol=1e-6 * np.abs(got[b]).max())
+    lags = (1, 4, 9)
+    spectra = D.jacobian_spectra(cell, params, xs, lags=lags)
+    ly = D.lyapunov_exponents(cell, params, xs, num=d)
+    for b in range(2):
+        _, jacs = _reference_jacobians(cell, params, xs[b])
+        for i, k in enumerate(lags):
+            p = np.eye(d)
+            for j in jacs[len(jacs) - k:][::-1]:
+                p = p @ j
+            want = np.linalg.svd(p, compute_uv=False)
+            keep = want > want[0] * 1e-5
+            np.testing.assert_allclose(np.exp(spectra["log_sv"][b, i])[keep], want[keep],
+                                       rtol=2e-3)
+        logdet = sum(np.linalg.slogdet(j)[1] for j in jacs) / len(jacs)
+        assert float(ly["exponents"][b].sum()) == pytest.approx(logdet, rel=1e-3)
+    flow = D.gradient_flow(cell, params, xs)  # the fitted rate and its Lyapunov reference
+    assert bool(flow["finite"])
+    assert np.isfinite(float(flow["rate"])) and np.isfinite(float(flow["lyapunov"]))
 
 
 def test_jacobian_spectra_renormalise_long_products():

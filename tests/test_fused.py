@@ -226,7 +226,8 @@ def test_vjp_path_lengths_zero_carry_extra_axes_and_bfloat16():
 # --- the split-step VJP (split_vjp.py: every cell with one recurrent matmul) ---------------
 
 SPLIT_CELLS = {"gru": {}, "rnn_tanh": {}, "rnn_relu": {},
-               "lstm-peep-ln": {"peepholes": True, "layer_norm": True}}
+               "lstm-peep-ln": {"peepholes": True, "layer_norm": True},
+               "lstm-proj": {"proj_size": 4}}  # "auto" keeps it on the scan, "vjp" on request
 
 
 @pytest.mark.parametrize("name", list(SPLIT_CELLS))
@@ -283,6 +284,20 @@ def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
         assert fused.select(rnnlab.cells.make(name, H, **kw), params, xs) == "vjp", name
     gru = "vjp" if fused.cpu.unavailable() else "cpu"  # the fused CPU kernel at any size
     assert fused.select(rnnlab.cells.make("gru", H), params, xs) == gru
+    proj = rnnlab.cells.make("lstm", H, proj_size=2)
+    p_proj = proj.init(jax.random.key(0), IN)
+    assert fused.select(proj, p_proj, xs) == "scan"  # a second matmul per step
+    assert fused.select(proj, p_proj, xs, requested="vjp") == "vjp"
+    for path in ("pallas", "cudnn"):
+        with pytest.raises(ValueError, match="without peepholes, layer norm or projection"):
+            fused.select(proj, p_proj, xs, requested=path)
+        with pytest.raises(ValueError, match=rf"fused_unroll\('{path}'\) runs the LSTM without"):
+            fused.fused_unroll(path, proj, p_proj, xs)
+    resets = jnp.zeros((B, T), bool)
+    assert fused.select(cell, params, xs, carry, resets=resets) == "scan"
+    with pytest.raises(ValueError, match=r"fused='vjp' cannot run this layer: resets= run on "
+                       "the scan"):
+        rnnlab.unroll(cell, params, xs, fused="vjp", resets=resets)
     # forward mode needs the scan: the vjp path is a custom VJP
     jvp = lambda path: jax.jvp(  # noqa: E731
         lambda x: rnnlab.unroll(cell, params, x, carry, fused=path)[1], (xs,), (xs,))
@@ -311,6 +326,8 @@ def test_auto_picks_cudnn_only_where_valid(monkeypatch):
         ("remat", (cell, params, xs, carry), {"remat": True}),
         ("peepholes", (rnnlab.cells.make("lstm", H, peepholes=True), params, xs), {}),
         ("layer norm", (rnnlab.cells.make("lstm", H, layer_norm=True), params, xs), {}),
+        ("projection", (rnnlab.cells.make("lstm", H, proj_size=2), params, xs), {}),
+        ("resets", (cell, params, xs, carry), {"resets": jnp.zeros((B, T), bool)}),
         ("gru", (rnnlab.cells.make("gru", H), params, xs), {}),
     ]:
         assert fused.select(*args, **kw) == "scan", case

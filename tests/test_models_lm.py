@@ -205,3 +205,25 @@ def test_bad_arguments():
         make_model(dropout_input=1.0).init(jax.random.key(0), tokens())
     with pytest.raises(ValueError, match="tokens must be"):
         make_model().init(jax.random.key(0), jnp.zeros((3,), jnp.int32))
+
+
+def test_projection_lstm_layers_and_document_resets():
+    """LSTMP layers (output width P) feed the next layer and the tied readout; `resets`
+    restarts every layer at a document start: the logits after it equal a fresh run."""
+    cells = (rnnlab.cells.make("lstm", 8, proj_size=3), rnnlab.cells.make("lstm", 8, proj_size=4))
+    m = LanguageModel(vocab_size=V, cells=cells, embed_size=10, tie_weights=True)
+    x = tokens(8, seed=3)
+    params = jax.jit(m.init)(jax.random.key(1), x)["params"]
+    assert params["cell_1"]["w_ih"].shape == (3, 32) and "tie_projection" in params
+    out = m.apply({"params": params}, x)
+    assert out.logits.shape == (B, 8, V) and out.hidden.shape == (B, 8, 4)
+    assert [c.h.shape[-1] for c in out.carry] == [3, 4]
+    resets = jnp.zeros((B, 8), bool).at[:, 5].set(True)
+    carry_in = jax.tree_util.tree_map(lambda a: a + 0.5, m.initial_carry(B))
+    got = m.apply({"params": params}, x, carry_in, resets=resets)
+    fresh = m.apply({"params": params}, x[:, 5:])
+    np.testing.assert_allclose(got.logits[:, 5:], fresh.logits, atol=1e-5)
+    before = m.apply({"params": params}, x[:, :5], carry_in)
+    np.testing.assert_allclose(got.logits[:, :5], before.logits, atol=1e-5)
+    assert not np.allclose(m.apply({"params": params}, x, carry_in).logits[:, 5:],
+                           fresh.logits, atol=1e-3)

@@ -328,3 +328,57 @@ def test_lm_training_writes_gradient_flow_records(tmp_path):
     out = first.apply({"params": {k: v for k, v in params.items() if k != "cell_1"}},
                       batch["inputs"], carry[:1], train=False)
     np.testing.assert_allclose(ys, out.hidden, atol=1e-6 * max(1.0, float(jnp.abs(ys).max())))
+
+
+# --- document boundaries (task.reset_at) -------------------------------------------------------
+
+
+def _carry_after_last_document(task, params, batch, carry_in):
+    """Reference, row by row with no resets: the model over the row's real tokens from its last
+    real reset token on, from zeros (or over all real tokens from carry_in if it has none)."""
+    rows = []
+    for b in range(batch["inputs"].shape[0]):
+        real = batch["inputs"][b][batch["mask"][b]]
+        hits = np.flatnonzero(real == task.reset_id)
+        start = int(hits[-1]) if hits.size else 0
+        c0 = None if hits.size else jax.tree_util.tree_map(lambda a: a[b:b + 1], carry_in)
+        out = task.model.apply({"params": params}, jnp.asarray(real[None, start:]), c0)
+        rows.append(out.carry)
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *rows)
+
+
+def test_reset_at_document_boundaries_cuts_the_carry():
+    """With task.reset_at = "<eos>" the carry leaving a window depends only on the tokens since
+    each row's last "<eos>" (in train and in padded eval windows: padding, id 0 = "<eos>", does
+    not count); with the default "" the carry crosses them, as before."""
+    task = make_task(smoke_config("ptb_zaremba", **{"task.reset_at": "<eos>", "task.bptt": 12}))
+    plain = make_task(smoke_config("ptb_zaremba", **{"task.bptt": 12}))
+    assert plain.reset_id is None and task.reset_id == task.vocab.index["<eos>"] == 0
+    params = task.init(jax.random.PRNGKey(0))
+    loss = jax.jit(lambda t, p, b, c: t.loss(p, b, c, None, False)[1], static_argnums=0)
+    # without the epoch-start flag (train window 0 has it), so the carry passed in is used
+    batches = [{k: v for k, v in task.train_batch(s).items() if k != "reset"} for s in (0, 1)]
+    # a row padded the way the eval streams pad (inputs 0 = "<eos>", mask False)
+    last = batches[1]
+    keep = np.arange(last["mask"].shape[1]) < np.where(np.arange(len(last["mask"])) == 0, 4,
+                                                       last["mask"].shape[1])[:, None]
+    batches[1] = {**last, "mask": last["mask"] & keep, "inputs": np.where(keep, last["inputs"], 0),
+                  "targets": np.where(keep, last["targets"], 0)}
+    for batch in batches:
+        rows = batch["inputs"].shape[0]
+        carry_in = jax.tree_util.tree_map(
+            lambda z: z + 0.5, task.initial_carry(rows))
+        assert any((batch["inputs"][b][batch["mask"][b]] == 0).any() for b in range(rows))
+        _, got = loss(task, params, batch, carry_in)
+        leaves_close = lambda a, b: all(  # noqa: E731
+            np.allclose(x, y, atol=2e-5 * max(1.0, np.abs(y).max()))
+            for x, y in zip(leaves(a), leaves(b)))
+        assert leaves_close(got, _carry_after_last_document(task, params, batch, carry_in))
+        _, crossed = loss(plain, params, batch, carry_in)
+        assert not leaves_close(crossed, got)
+
+
+def test_reset_at_must_be_a_vocabulary_token():
+    with pytest.raises(ConfigError, match=r"task.reset_at='<bos>' is not a token of the "
+                       r"word-level vocabulary .* e.g. '<eos>'"):
+        make_task(smoke_config("ptb_zaremba", **{"task.reset_at": "<bos>"}))

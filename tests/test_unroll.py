@@ -91,7 +91,7 @@ def test_mask_in_the_middle_skips_steps():
 
 # --- bidirectional -------------------------------------------------------------------------
 
-BIDI_CELLS = ["lstm", "gru", "rnn_relu", "jordan", "stack[gru,lstm]"]
+BIDI_CELLS = ["lstm", "gru", "rnn_relu", "jordan", "stack[gru,lstm]", "lstm[proj]"]
 
 
 @pytest.mark.parametrize("name", BIDI_CELLS)
@@ -169,6 +169,20 @@ def test_stack_equals_layer_by_layer_unrolls(xs):
     assert Stack((l1, l2)).init(jax.random.key(2), INPUT)[1]["w_ih"].shape == (HIDDEN, 3 * HIDDEN)
 
 
+def test_stack_with_projection_layers_feeds_the_projected_width(xs, mask):
+    """An LSTMP layer's output [proj_size] is the next layer's input; a residual connection
+    applies only where widths agree (proj -> proj of the same P)."""
+    l1 = rnnlab.cells.make("lstm", HIDDEN, proj_size=3)
+    l2, l3 = rnnlab.cells.make("gru", 3), rnnlab.cells.make("lstm", HIDDEN, proj_size=3)
+    stack = Stack((l1, l2, l3), residual=True)
+    params = stack.init(jax.random.key(3), INPUT)
+    assert params[1]["w_ih"].shape == (3, 9) and params[2]["w_ih"].shape == (3, 4 * HIDDEN)
+    c1, y1 = rnnlab.unroll(l1, params[0], xs, mask=mask)
+    c2, y2 = rnnlab.unroll(l2, params[1], y1, mask=mask)
+    c3, y3 = rnnlab.unroll(l3, params[2], y1 + y2, mask=mask)
+    tree_allclose(rnnlab.unroll(stack, params, xs, mask=mask), ((c1, c2, c3), y3 + y1 + y2))
+
+
 def test_residual_stack_masked_outputs_are_zero(xs, mask, lengths):
     stack = Stack((rnnlab.cells.make("gru", INPUT), rnnlab.cells.make("gru", INPUT)),
                   residual=True)  # residual applies to both layers
@@ -184,6 +198,7 @@ def test_residual_stack_masked_outputs_are_zero(xs, mask, lengths):
 GRAD_CASES = [  # (cell, masked, reverse)
     ("jordan", False, True), ("lstm", True, False), ("lstm[peepholes,layer_norm]", True, False),
     ("gru", True, True), ("gru_cho", False, False), ("stack[elman,gru,residual]", True, False),
+    ("lstm[proj]", True, True),
 ]
 
 

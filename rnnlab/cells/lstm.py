@@ -1,4 +1,4 @@
-"""Long short-term memory with fused gates, forget bias, peepholes and layer norm."""
+"""Long short-term memory with fused gates, forget bias, peepholes, layer norm and a projection."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rnnlab.cells.base import Cell, check_choice, dot, recurrent_matrix, uniform
 
 
 class LSTMCarry(NamedTuple):
-    h: jax.Array  # [..., hidden]
+    h: jax.Array  # [..., hidden], or [..., proj_size] with a projection
     c: jax.Array  # [..., hidden]
 
 
@@ -44,6 +44,18 @@ class LSTM(Cell):
     W_hh orthogonal. `chrono_init=T_max > 0` replaces the forget bias by chrono initialisation
     (Tallec & Ollivier 2018): b_f = log(u), u ~ U(1, T_max - 1) per unit, and b_i = -b_f, so the
     units' memory time scales spread over the dependency lengths up to T_max.
+
+    Projection (`proj_size=P > 0`; the LSTMP of Sak, Senior & Beaufays 2014, "Long short-term
+    memory recurrent neural network architectures for large scale acoustic modeling"; PyTorch's
+    `nn.LSTM(proj_size=P)`): the output and the recurrent state are projected to P < hidden units,
+
+        h_t = (o ⊙ tanh(c_t)) W_hr,    y_t = h_t                 (W_hr [hidden, P], no bias)
+
+    (tanh(LN(c_t)) with layer norm), and the recurrence reads the projected h: W_hh is
+    [P, 4 hidden]. The carry is (h [P],
+    c [hidden]) and `output_size` is P. W_hr starts U(±1/sqrt(hidden)) (PyTorch), or
+    U(±init_scale); with `recurrent_init="orthogonal"` each gate's [P, hidden] block of W_hh has
+    orthonormal rows. The step is then two matmuls, so `fused="auto"` runs it on the scan.
     """
 
     forget_bias: float = 1.0
@@ -52,24 +64,44 @@ class LSTM(Cell):
     init_scale: float | None = None
     recurrent_init: str = "default"
     chrono_init: int = 0
+    proj_size: int = 0  # > 0: project h_t to this many units (Sak et al. 2014); 0 = off
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("recurrent_init", self.recurrent_init, ("default", "orthogonal"))
+        p = self.proj_size
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not (
+                0 <= p < self.hidden_size):
+            raise ValueError(f"proj_size={p!r} must be 0 (off) or an integer in "
+                             f"[1, hidden_size={self.hidden_size}) (PyTorch's rule)")
         if self.chrono_init and self.chrono_init < 3:
             raise ValueError(f"chrono_init={self.chrono_init!r} must be 0 (off) or the longest "
                              "dependency length T_max >= 3 (Tallec & Ollivier 2018)")
 
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
     def initial_carry(self, batch_shape=(), dtype=jnp.float32):
-        shape = (*tuple(batch_shape), self.hidden_size)
+        batch_shape = tuple(batch_shape)
         # two buffers, not one array twice: a jitted step that donates its carry needs distinct ones
-        return LSTMCarry(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        return LSTMCarry(jnp.zeros((*batch_shape, self.output_size), dtype),
+                         jnp.zeros((*batch_shape, self.hidden_size), dtype))
+
+    def _recurrent_block(self, rng, scale):
+        """One gate's block of W_hh: [hidden, hidden], or [P, hidden] with a projection."""
+        h, p = self.hidden_size, self.proj_size
+        if not p:
+            return recurrent_matrix(rng, h, self.recurrent_init, 1.0, scale)
+        if self.recurrent_init == "orthogonal":
+            return jax.nn.initializers.orthogonal()(rng, (p, h), jnp.float32)
+        return uniform(rng, (p, h), scale)
 
     def init(self, rng, input_size):
         h = self.hidden_size
         k_ih, k_hh, k_b, k_p = jax.random.split(rng, 4)
         s = self.init_scale if self.init_scale is not None else 1.0 / np.sqrt(h)
-        w_hh = jnp.concatenate([recurrent_matrix(k, h, self.recurrent_init, 1.0, s)
+        w_hh = jnp.concatenate([self._recurrent_block(k, s)
                                 for k in jax.random.split(k_hh, 4)], axis=1)
         b = uniform(k_b, (4 * h,), s) if self.init_scale is not None else jnp.zeros((4 * h,))
         if self.chrono_init:
@@ -89,6 +121,8 @@ class LSTM(Cell):
         if self.layer_norm:
             params["ln"] = {"x": jnp.ones((4 * h,)), "h": jnp.ones((4 * h,)),
                             "c_scale": jnp.ones((h,)), "c_bias": jnp.zeros((h,))}
+        if self.proj_size:  # its own key: the other parameters stay those of proj_size=0
+            params["w_hr"] = uniform(jax.random.fold_in(rng, 7), (h, self.proj_size), s)
         return params
 
     def project_inputs(self, params, xs):
@@ -118,4 +152,6 @@ class LSTM(Cell):
             o = o + params["peep"][2] * c
         cn = _layer_norm(c, params["ln"]["c_scale"], params["ln"]["c_bias"]) if self.layer_norm else c
         h = jax.nn.sigmoid(o) * jnp.tanh(cn)
+        if self.proj_size:
+            h = dot(h, params["w_hr"])
         return LSTMCarry(h, c), h

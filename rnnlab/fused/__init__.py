@@ -7,7 +7,8 @@ between them and the scan.
 Paths:
   "scan"    `jax.lax.scan` over `cell.step` (every cell, every backend; `rnnlab.unroll`'s own).
   "cudnn"   one cuDNN call per LSTM layer through `jax.experimental.rnn` (`cudnn.py`): CUDA GPU,
-            float32, no peepholes / layer norm, padding given as `lengths` (not a general mask).
+            float32, no peepholes / layer norm / projection, padding given as `lengths` (not a
+            general mask).
   "pallas"  the Pallas kernel of `pallas_lstm.py`: W_hh resident across time steps, float32 or
             bfloat16 matmuls with float32 gates and carry, any mask. Compiled on TPU and GPU,
             interpreted on CPU (slow; for tests). Chosen only on request.
@@ -18,18 +19,22 @@ Paths:
             instead of a pass over all projected inputs. Any backend, any mask. Every other
             cell with a split step (`Cell.recurrent_weight`: Elman, GRU in its cuDNN form, LSTM
             with peepholes or layer norm) takes the generic form of the same idea
-            (`split_vjp.py`). float32 / bfloat16.
+            (`split_vjp.py`). float32 / bfloat16. The LSTM with a projection (`proj_size`)
+            runs here only on request: its step has a second matmul (W_hr), whose gradient
+            the generic form accumulates per step, so "auto" keeps it on the scan.
   "cpu"     the fused CPU kernel of `cpu.py` (an XLA FFI custom call compiled on first use):
             the plain LSTM and the cuDNN-form GRU, the whole forward and the whole backward
-            loop in one call each, W_hh packed once for MKL's packed GEMM, float32, any mask.
+            loop in one call each, W_hh packed once per call for the kernel's own GEMM,
+            float32, any mask.
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
 LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` with a large enough step where the
 kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan"
-otherwise; under `jax.vmap` (the cuDNN binding has no batching rule) it falls back to the scan
-at trace time. When the CPU kernel cannot be built (no compiler, another platform) "auto" logs
-the reason once, in one line, and takes "vjp". Asking for a path where it is not valid is a
-ValueError that says why.
+otherwise (always for `rnnlab.unroll(..., resets=...)` and for the projection LSTM); under
+`jax.vmap` (the cuDNN binding has no batching rule) it falls back to the scan at trace time.
+When the CPU kernel cannot be built (no compiler, another platform) "auto" logs the reason
+once, in one line, and takes "vjp". Asking for a path where it is not valid is a ValueError
+that says why.
 
 Limits of the fused paths: they are custom VJPs, so forward-mode autodiff (`jax.jvp`,
 `jax.jacfwd`) through them fails with JAX's "can't apply forward-mode autodiff (jvp) to a
@@ -84,14 +89,16 @@ def _floats(tree):
 
 
 def _plain_lstm(cell) -> bool:
-    return type(cell) is LSTM and not (cell.peepholes or cell.layer_norm)
+    return type(cell) is LSTM and not (cell.peepholes or cell.layer_norm or cell.proj_size)
 
 
 def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=None,
-            remat=False) -> list[str]:
+            remat=False, resets=None) -> list[str]:
     """The reasons `path` ("cudnn", "pallas" or "vjp") cannot run this layer; [] when it can."""
     if remat:
         return ["remat asks for the scan (the fused paths keep their own activations)"]
+    if resets is not None:
+        return ["resets= run on the scan (the fused paths have no per-step carry reset)"]
     reasons = []
     if path == "cpu":
         return _why_not_cpu(cell, params, xs, carry, compute_dtype)
@@ -102,7 +109,7 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
     elif type(cell) is not LSTM:
         return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
     elif not _plain_lstm(cell):
-        reasons.append("it has no peepholes or layer norm")
+        reasons.append("it runs the LSTM without peepholes, layer norm or projection")
     if path == "cudnn":
         if platform() != "cuda":
             reasons.append(f"cuDNN needs a CUDA GPU backend, this is {platform()!r}")
@@ -163,15 +170,17 @@ def _auto(cell, params, xs, carry, mask, compute_dtype, remat) -> str:
 
 
 def select(cell, params, xs, carry=None, mask=None, compute_dtype=None, remat=False,
-           requested: str = "auto") -> str:
+           requested: str = "auto", resets=None) -> str:
     """The path `rnnlab.unroll` takes: "scan", "cudnn", "pallas" or "vjp" (module docstring)."""
     if requested not in PATHS:
         raise ValueError(f"unknown fused={requested!r}; valid choices: {list(PATHS)}")
     if requested == "scan":
         return "scan"
     if requested == "auto":
+        if resets is not None or getattr(cell, "proj_size", 0):
+            return "scan"  # no per-step reset in the fused paths; LSTMP: no measured gain
         return _auto(cell, params, xs, carry, mask, compute_dtype, remat)
-    reasons = why_not(requested, cell, params, xs, carry, mask, compute_dtype, remat)
+    reasons = why_not(requested, cell, params, xs, carry, mask, compute_dtype, remat, resets)
     if reasons:
         raise ValueError(f"fused={requested!r} cannot run this layer: {'; '.join(reasons)}. "
                          "Use fused='auto' or 'scan'.")
@@ -197,6 +206,9 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
     hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
     x = xs.reshape(b, time, xs.shape[-1])
+    if path in ("cudnn", "pallas") and not _plain_lstm(cell):
+        raise ValueError(f"fused_unroll({path!r}) runs the LSTM without peepholes, layer norm "
+                         f"or projection, not {cell!r}; use rnnlab.unroll (it picks a valid path)")
     if path == "cpu" and not _plain_lstm(cell):
         return _gru_unroll(params, x, carry, mask, lengths, reverse, cell, batch_shape)
     if path == "vjp" and not _plain_lstm(cell):

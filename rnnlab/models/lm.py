@@ -62,7 +62,9 @@ class LanguageModel(nn.Module):
     tokens [batch, time] int -> LMOutput (logits [batch, time, vocab], per-layer carry, ...).
     `mask` [batch, time] (False on padding) leaves the carry unchanged at padded steps;
     `lengths` [batch] says the same for padding at the end of each row, in the form the fused
-    cuDNN LSTM path accepts (`rnnlab.fused`); give one or the other.
+    cuDNN LSTM path accepts (`rnnlab.fused`); give one or the other. `resets` [batch, time]
+    (True where a document starts) restarts every layer's carry from zeros before those steps
+    (`rnnlab.unroll`; the layers then run on the scan).
     """
 
     vocab_size: int
@@ -100,7 +102,8 @@ class LanguageModel(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, carry=None, mask: jax.Array | None = None,
-                 train: bool = False, lengths: jax.Array | None = None) -> LMOutput:
+                 train: bool = False, lengths: jax.Array | None = None,
+                 resets: jax.Array | None = None) -> LMOutput:
         self._validate()
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time] ids, got shape {tuple(tokens.shape)}")
@@ -127,7 +130,7 @@ class LanguageModel(nn.Module):
             if train and self.weight_drop > 0.0:
                 p = weight_drop(p, self.weight_drop, self.make_rng("dropout"))
             c, x = _unroll(cell, p, x, carry[l], mask=mask, lengths=lengths,
-                           unroll=self.unroll, remat=self.remat)
+                           unroll=self.unroll, remat=self.remat, resets=resets)
             new_carry.append(c)
             if l < len(self.cells) - 1:
                 x = self._dropout(x, self.dropout_hidden, train)

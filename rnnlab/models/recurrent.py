@@ -29,8 +29,8 @@ class Recurrent(nn.Module):
 
     @nn.compact
     def __call__(self, xs: jax.Array, carry=None, mask: jax.Array | None = None,
-                 lengths: jax.Array | None = None):
+                 lengths: jax.Array | None = None, resets: jax.Array | None = None):
         params = self.param("cell", lambda rng: self.cell.init(rng, xs.shape[-1]))
         return unroll(self.cell, params, xs, carry, mask=mask, reverse=self.reverse,
                       unroll=self.unroll, remat=self.remat, lengths=lengths, fused=self.fused,
-                      compute_dtype=self.compute_dtype)
+                      compute_dtype=self.compute_dtype, resets=resets)

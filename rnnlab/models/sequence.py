@@ -96,9 +96,10 @@ class SequenceModel(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, carry=None, train: bool = False,
-                 mask: jax.Array | None = None):
-        """inputs [batch, time, in] or tokens [batch, time], optional mask [batch, time] ->
-        (outputs, final carry)."""
+                 mask: jax.Array | None = None, resets: jax.Array | None = None):
+        """inputs [batch, time, in] or tokens [batch, time], optional mask [batch, time] and
+        resets [batch, time] (True where a new segment starts: every layer's carry restarts
+        there, `rnnlab.unroll`) -> (outputs, final carry)."""
         if self.readout not in READOUTS:
             raise ValueError(f"unknown readout {self.readout!r}; valid choices: {list(READOUTS)}")
         if mask is not None and tuple(mask.shape) != tuple(inputs.shape[:2]):
@@ -117,12 +118,13 @@ class SequenceModel(nn.Module):
             if self.bidirectional:
                 c_fw, c_bw = (None, None) if c_in is None else c_in
                 c_fw, y_fw = Recurrent(cell, unroll=self.unroll, name=f"rnn_{l}")(
-                    xs, c_fw, mask=mask)
+                    xs, c_fw, mask=mask, resets=resets)
                 c_bw, y_bw = Recurrent(cell, reverse=True, unroll=self.unroll,
-                                       name=f"rnn_{l}_bw")(xs, c_bw, mask=mask)
+                                       name=f"rnn_{l}_bw")(xs, c_bw, mask=mask, resets=resets)
                 c, xs = (c_fw, c_bw), jnp.concatenate([y_fw, y_bw], axis=-1)
             else:
-                c, xs = Recurrent(cell, unroll=self.unroll, name=f"rnn_{l}")(xs, c_in, mask=mask)
+                c, xs = Recurrent(cell, unroll=self.unroll, name=f"rnn_{l}")(
+                    xs, c_in, mask=mask, resets=resets)
             carries.append(c)
             if self.dropout:
                 xs = nn.Dropout(self.dropout, deterministic=not train)(xs)

@@ -25,6 +25,13 @@ level, loss / ln 2). The train loss that is differentiated is the per-token mean
 Zaremba et al.'s SGD lr 1 was tuned for), plus AR/TAR (`task.ar_alpha`, `task.tar_beta`); the
 reported `loss` is always the mean NLL per token.
 
+Document boundaries (`task.reset_at`, off by default): with a token such as "<eos>" (word level:
+one per line, so every line of the corpus becomes its own document) or "\n" (char level), the
+carry restarts from zeros before every real step whose input is that token, in training,
+validation and test alike (`rnnlab.unroll(..., resets=...)`): the token then reads as the next
+document's start, and nothing of the previous document reaches its predictions. The prediction
+of the token itself still sees its own document. The layers run on the scan then.
+
 The vocabulary is written to `<workdir>/vocab.json` (`prepare`), so evaluation and generation
 (`python -m experiments.generate`) use the same id mapping without the corpus.
 """
@@ -84,6 +91,8 @@ def lm_config() -> ml_collections.ConfigDict:
     # the window's steps, averaged over rows (Zaremba et al.: their lr 1 assumes this scale)
     t.ar_alpha = 0.0  # AR: alpha * mean(dropped last-layer output^2) added to the train loss
     t.tar_beta = 0.0  # TAR: beta * mean((h_t - h_{t-1})^2) added to the train loss
+    t.reset_at = ""  # "" = off; a token (e.g. "<eos>", "\n" at char level) that starts a
+    # document: the carry restarts before every step whose input it is (module docstring)
 
     m = c.model
     m.embed_dim = 128  # embedding width (LM: must be > 0)
@@ -219,6 +228,9 @@ class LMTask:
                   "bptt_std"):
             if t[f] < 0:
                 raise ConfigError(f"config.task.{f}={t[f]!r} must be >= 0")
+        if not isinstance(t.reset_at, str):
+            raise ConfigError(f"config.task.reset_at={t.reset_at!r} must be a token string "
+                              "(\"\" = off)")
         if m.embed_dim <= 0:
             raise ConfigError(f"config.model.embed_dim={m.embed_dim!r} must be > 0 for task 'lm'")
         if m.last_hidden < 0:
@@ -244,6 +256,15 @@ class LMTask:
         self.metric = "perplexity" if self.unit == "word" else "bpc"
         build = {"max_size": t.vocab_max_size or None} if corpus.vocab_level == "word" else {}
         self.vocab = Vocab.build(corpus.train, corpus.vocab_level, **build)
+        self.reset_id = None  # the token id that starts a document (task.reset_at)
+        if t.reset_at:
+            if t.reset_at not in self.vocab.index:
+                shown = sorted(self.vocab.index, key=self.vocab.index.get)[:5]
+                raise ConfigError(f"config.task.reset_at={t.reset_at!r} is not a token of the "
+                                  f"{corpus.vocab_level}-level vocabulary (its first tokens: "
+                                  f"{shown}); use one of its tokens, e.g. "
+                                  f"{self.vocab.eos or chr(10)!r}, or \"\" (off)")
+            self.reset_id = self.vocab.index[t.reset_at]
         self._build_kwargs = build
         self._train_text = corpus.train
         ids = {s: self.vocab.encode(corpus.split(s)) for s in text_lib.SPLITS}
@@ -376,8 +397,9 @@ class LMTask:
         # the streams pad only at the end of a row (rnnlab.data.lm), so per-row lengths say
         # what the mask says, in the form the fused cuDNN path accepts (rnnlab.fused)
         lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)
+        resets = None if self.reset_id is None else (inputs == self.reset_id) & mask
         out = self.model.apply({"params": params}, inputs, carry, lengths=lengths, train=train,
-                               rngs=rngs)
+                               rngs=rngs, resets=resets)
         nll_sum, count = lm_model.masked_sum_count(
             lm_model.token_nll(out.logits, batch["targets"]), mask)
         if self.loss_reduction == "sum_time":
