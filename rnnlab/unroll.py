@@ -149,6 +149,8 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
     if compute_dtype is not None:
         compute_dtype = jnp.dtype(compute_dtype)
         params = _cast_floats(params, compute_dtype)  # once, outside the loop
+    if hasattr(cell, "prepare"):  # parameter-only work (e.g. expRNN's expm), once per unroll
+        params = cell.prepare(params)
     if hasattr(cell, "parallel_unroll"):  # linear recurrences: associative scan, O(log T) depth
         if lengths is not None:
             mask = jnp.arange(xs.shape[-2]) < lengths[..., None]

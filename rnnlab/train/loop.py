@@ -55,7 +55,7 @@ from rnnlab.models.recurrent import Recurrent
 from rnnlab.train import mesh as mesh_lib
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train.checkpoint import Checkpointer
-from rnnlab.train.config import validate
+from rnnlab.train.config import param_bounds, validate
 from rnnlab.train.optim import average_info, make_optimizer
 from rnnlab.train.state import TrainState, create_sharded_state
 from rnnlab.train.steps import make_step_fns
@@ -215,7 +215,8 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
         task.prepare(workdir)
     tc, total = config.train, config.train.steps
-    optimizer = make_optimizer(config.optim, task.steps_per_epoch, total)
+    optimizer = make_optimizer(config.optim, task.steps_per_epoch, total,
+                               param_bounds=param_bounds(config.model))
     state, shardings = create_sharded_state(task, optimizer, config.seed, layout)
 
     ckpt = Checkpointer(workdir, config.checkpoint, task.metric, task.metric_mode)
