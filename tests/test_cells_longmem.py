@@ -93,8 +93,9 @@ def test_step_matches_the_papers_equations(name):
                                    atol=50 * EPS32 * max(np.abs(want).max(), 1e-3))
 
 
-@pytest.mark.parametrize("name,masked,reverse", [(n, m, r) for n in NAMES
-                                                 for m, r in ((False, False), (True, True))])
+@pytest.mark.parametrize("name,masked,reverse", [
+    *[(n, True, True) for n in NAMES],
+    *[pytest.param(n, False, False, marks=pytest.mark.slow) for n in NAMES]])
 def test_gradients_through_unroll_match_finite_differences(name, masked, reverse):
     with jax.enable_x64(True):
         cell = rnnlab.cells.make(name, 4, **({"dt": 0.5} if name == "lem" else {}))
@@ -272,7 +273,12 @@ def test_indrnn_fitted_rate_and_lyapunov_equal_log_u():
 # --- composition and diagnostics for every new cell ------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+def _some_slow(fast):
+    """NAMES, those not in `fast` marked slow (each costs a few compiles)."""
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
+
+
+@pytest.mark.parametrize("name", _some_slow(("exprnn", "lem")))
 def test_bidirectional_with_mask(name):
     cell = rnnlab.cells.make(name, 5)
     p_fw, p_bw = cell.init(jax.random.key(0), 3), cell.init(jax.random.key(1), 3)
@@ -294,11 +300,12 @@ def test_stack_of_long_memory_cells_equals_python_loop():
     tree_allclose(jit_unroll(cell, p, xs), python_loop(cell, p, xs))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _some_slow(("exprnn", "cornn", "antisymmetric_gated")))
 def test_gradient_flow_diagnostics_run_and_agree(name):
     """The fitted rate and its Lyapunov reference are finite, and agree to a small fraction
     of a nat per step (they measure the same backward product)."""
-    cell = rnnlab.cells.make(name, 8, **({"dt": 0.5} if name == "lem" else {}))
+    kwargs = {"lem": {"dt": 0.5}, "indrnn": {"max_length": 60}}.get(name, {})
+    cell = rnnlab.cells.make(name, 8, **kwargs)
     p = cell.init(jax.random.key(0), 2)
     xs = jax.random.normal(jax.random.key(1), (4, 60, 2))
     flow = jax.device_get(D.gradient_flow(cell, p, xs))
