@@ -25,7 +25,9 @@ class AntisymmetricRNN(Cell):
 
     M is skew-symmetric up to the diffusion -γ I, so the continuous system is stable and
     non-dissipative for γ = 0; ε is the step size. M is formed once per unroll (`prepare`).
-    Init (their Sec. 5): W ~ N(0, σ²/hidden) with σ = `init_scale`, V ~ N(0, 1/in), b = 0.
+    Init: W ~ N(0, σ²/hidden) with σ = `init_scale` (their σ_w, tuned per task), V ~ N(0, 1/in),
+    b = 0 (w_ih [in, 2 hidden] holds [V_h, V_z] when gated). The defaults ε = γ = 0.01 are a
+    starting point; their tables tune ε and γ per task.
     """
 
     gated: bool = False

@@ -25,7 +25,7 @@ class IndRNN(Cell):
     The constraint |u| <= m with m = 2^{1/T} (T = `max_length`, or m = `recurrent_max` when
     given) keeps u^T <= 2: it is applied after every optimiser update, not in the forward pass
     (`param_bounds` -> `rnnlab.train.optim.project_params`, which the train loop adds when a
-    cell asks for it). Their init of u (Sec. 4.1): U(0, m) in the first layers and
+    cell asks for it). Their init of u for the adding problem: U(0, m) in the first layers and
     U(1/m, m) in the last one (`position`, set per layer by `make_cells` through `for_layer`;
     a single layer is the last). With neither `max_length` nor `recurrent_max`: u ~ U(0, 1)
     and no constraint. W_ih ~ U(±1/sqrt(hidden)) (the PyTorch recurrent default), b = 0.
