@@ -350,3 +350,20 @@ def test_long_range_configs_validate_and_bad_variant_is_named():
     assert c.model.cell_kwargs == "max_length=2000" and c.task.length == 2000
     with pytest.raises(ValueError, match="unknown variant 'lstm_adding'.*lem_adding"):
         mod.get_config("lstm_adding")
+
+
+@pytest.mark.slow
+def test_train_loop_keeps_the_indrnn_bound(tmp_path):
+    """The loop adds the cells' bounds to the optimiser: with a large learning rate u would
+    leave |u| <= 2^{1/T} within a few steps, the projection keeps it there."""
+    from _config_helpers import smoke_config
+
+    from rnnlab.train import train_and_evaluate
+
+    config = smoke_config("long_range", "indrnn_adding_smoke",
+                          **{"optim.lr": 0.5, "checkpoint.every_steps": 0})
+    result = train_and_evaluate(config, str(tmp_path))
+    bound = 2.0 ** (1 / config.task.length)
+    us = [np.asarray(result.state.params[f"rnn_{l}"]["cell"]["u_hh"]) for l in range(2)]
+    assert max(np.abs(u).max() for u in us) <= bound * (1 + EPS32)
+    assert any(np.isclose(np.abs(u), bound, rtol=1e-6).any() for u in us)  # it was needed
