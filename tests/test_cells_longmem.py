@@ -367,3 +367,16 @@ def test_train_loop_keeps_the_indrnn_bound(tmp_path):
     us = [np.asarray(result.state.params[f"rnn_{l}"]["cell"]["u_hh"]) for l in range(2)]
     assert max(np.abs(u).max() for u in us) <= bound * (1 + EPS32)
     assert any(np.isclose(np.abs(u), bound, rtol=1e-6).any() for u in us)  # it was needed
+
+
+def test_lr_scales_naming_no_parameter_is_a_config_error(tmp_path):
+    from _config_helpers import smoke_config
+
+    from rnnlab.train import ConfigError, train_and_evaluate
+
+    config = smoke_config("long_range", "exprnn_copy_smoke", **{"optim.lr_scales": "skw=0.1"})
+    with pytest.raises(ConfigError, match=r"lr_scales names \['skw'\].*'skew'"):
+        train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(ConfigError, match="lr_scales: bad item 'skew'"):
+        train_and_evaluate(smoke_config("long_range", "exprnn_copy_smoke",
+                                        **{"optim.lr_scales": "skew"}), str(tmp_path))

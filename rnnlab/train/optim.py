@@ -120,6 +120,11 @@ def _leaf_name(path) -> str:
     return str(last)
 
 
+def leaf_names(tree) -> set:
+    """The key names (last path entries) of a pytree's leaves, as `lr_scales` matches them."""
+    return {_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def scale_by_name(scales: dict) -> optax.GradientTransformation:
     """Multiplies the updates of the leaves whose key name is in `scales` by its factor."""
 
