@@ -171,6 +171,8 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
     if compute_dtype is not None:
         compute_dtype = jnp.dtype(compute_dtype)
         params = _cast_floats(params, compute_dtype)  # once, outside the loop
+    if hasattr(cell, "prepare"):  # parameter-only work (e.g. expRNN's expm), once per unroll
+        params = cell.prepare(params)
     if hasattr(cell, "parallel_unroll") and resets is None:  # linear recurrences: associative
         # scan, O(log T) depth
         if lengths is not None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from rnnlab.cells.antisymmetric import AntisymmetricRNN
 from rnnlab.cells.base import RECURRENT_INITS, Cell, recurrent_matrix, spectral_radius
 from rnnlab.cells.elman import Elman
 from rnnlab.cells.esn import ESN, ridge_readout
+from rnnlab.cells.exprnn import ExpRNN
 from rnnlab.cells.gru import GRU
+from rnnlab.cells.indrnn import IndRNN
 from rnnlab.cells.jordan import Jordan
 from rnnlab.cells.lstm import LSTM, LSTMCarry
+from rnnlab.cells.oscillatory import LEM, CoRNN, YZCarry
 from rnnlab.cells.parallel import LRU, MinGRU, MinLSTM
 from rnnlab.cells.stack import Stack
 from rnnlab.cells.tdnn import TDNN
@@ -34,6 +38,13 @@ REGISTRY = {
     "minlstm": (MinLSTM, {}),
     "lru": (LRU, {}),
     "tdnn": (TDNN, {}),  # non-recurrent baseline: causal conv over `window` steps
+    # long-memory cells
+    "exprnn": (ExpRNN, {}),
+    "cornn": (CoRNN, {}),
+    "lem": (LEM, {}),
+    "indrnn": (IndRNN, {}),
+    "antisymmetric": (AntisymmetricRNN, {}),
+    "antisymmetric_gated": (AntisymmetricRNN, {"gated": True}),
 }
 
 
@@ -78,7 +89,8 @@ def _check_type(name: str, key: str, value, default) -> None:
 
 
 __all__ = [
-    "Cell", "Elman", "ESN", "GRU", "Jordan", "LRU", "LSTM", "LSTMCarry", "MinGRU", "MinLSTM",
-    "Stack", "TDNN", "RECURRENT_INITS",
+    "AntisymmetricRNN", "Cell", "CoRNN", "Elman", "ESN", "ExpRNN", "GRU", "IndRNN", "Jordan",
+    "LEM", "LRU", "LSTM", "LSTMCarry", "MinGRU", "MinLSTM", "Stack", "TDNN", "YZCarry",
+    "RECURRENT_INITS",
     "make", "names", "recurrent_matrix", "register", "ridge_readout", "spectral_radius",
 ]

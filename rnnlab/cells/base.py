@@ -15,6 +15,15 @@ time loop:
 
 `cell(params, carry, x) == cell.step(params, carry, cell.project_inputs(params, x))`.
 
+Work that depends on the parameters only (the matrix exponential of expRNN, the antisymmetric
+matrix of AntisymmetricRNN) is done once per unroll, not once per step:
+
+    prepared = cell.prepare(params)                     # `unroll` calls it before the time loop
+    carry, y = cell.step(prepared, carry, xp_t)         # == cell.step(params, carry, xp_t)
+
+`prepare` returns the params with derived entries added (keys starting with "_"); `step`
+accepts either form, so a single `cell(params, carry, x)` needs no preparation.
+
 Cells whose step is one recurrent matmul followed by elementwise work also expose that split,
 which lets `rnnlab.fused.split_vjp` write their backward pass by hand:
 
@@ -113,6 +122,20 @@ class Cell:
 
     def __call__(self, params: Params, carry: Carry, x: jax.Array):
         return self.step(params, carry, self.project_inputs(params, x))
+
+    def prepare(self, params: Params) -> Params:
+        """Parameter-only work hoisted out of the time loop (see the module docstring)."""
+        return params
+
+    def param_bounds(self) -> dict:
+        """{parameter name: max |value|} that the optimiser keeps after every update
+        (`rnnlab.train.optim.project_params`; IndRNN's |u| <= 2^{1/T}); {} for most cells."""
+        return {}
+
+    def for_layer(self, index: int, num_layers: int) -> "Cell":
+        """This cell as layer `index` of `num_layers` (`make_cells`); cells whose init depends
+        on the position in a stack (IndRNN) return a changed copy."""
+        return self
 
     # --- the split step (optional) -------------------------------------------------------
     # the name of the parameter the step multiplies `recurrent_input(carry)` by, when the rest

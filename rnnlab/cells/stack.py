@@ -56,6 +56,12 @@ class Stack:
     def residual_applies(self, layer: int, x_size: int) -> bool:
         return self.residual and x_size == self.cells[layer].output_size
 
+    def prepare(self, params):
+        return tuple(cell.prepare(p) for cell, p in zip(self.cells, params))
+
+    def param_bounds(self):
+        return {k: v for cell in self.cells for k, v in cell.param_bounds().items()}
+
     def project_inputs(self, params, xs):
         return xs  # each layer projects its own input inside `step`
 

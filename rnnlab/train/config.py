@@ -69,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0  # adamw: decoupled; others: L2 term added to the gradient
     c.optim.clip = "global_norm"  # none | global_norm | value | adaptive (Brock et al. 2021)
     c.optim.clip_value = 1.0  # max global norm / max |g| / adaptive ratio, per `clip`
+    c.optim.lr_scales = ""  # per-parameter lr factors by key name: "skew=0.1" (expRNN's generator
+    #                         at lr/10); a cell's own bounds (IndRNN |u| <= 2^{1/T}) need no key
     c.optim.schedule = "constant"  # constant | step (Zaremba-style decay) | multistep | cosine
     c.optim.warmup_steps = 0  # linear warmup from 0 to lr before the schedule (0 = none)
     c.optim.decay_after_epochs = 4  # step: keep lr for this many epochs, then decay per epoch
@@ -150,8 +152,15 @@ def parse_cell_kwargs(spec: str) -> dict:
 def make_cells(model_cfg) -> tuple:
     """The per-layer cells for `config.model`."""
     kwargs = parse_cell_kwargs(model_cfg.cell_kwargs)
-    return tuple(rnnlab.cells.make(model_cfg.cell, model_cfg.hidden, **kwargs)
-                 for _ in range(model_cfg.num_layers))
+    n = model_cfg.num_layers
+    return tuple(rnnlab.cells.make(model_cfg.cell, model_cfg.hidden, **kwargs).for_layer(l, n)
+                 for l in range(n))
+
+
+def param_bounds(model_cfg) -> dict:
+    """{parameter name: max |value|} the cells of `config.model` ask the optimiser to keep
+    after every update (`Cell.param_bounds`; e.g. IndRNN's u_hh)."""
+    return {k: v for cell in make_cells(model_cfg) for k, v in cell.param_bounds().items()}
 
 
 def _choice(field: str, value, choices) -> None:
@@ -209,6 +218,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if o.schedule == "multistep" and not o.milestone_epochs:
         raise ConfigError("config.optim.schedule='multistep' needs optim.milestone_epochs, "
                           "e.g. --config.optim.milestone_epochs='(300, 400)'")
+
+    from rnnlab.train.optim import parse_lr_scales  # here: rnnlab.train imports this module
+
+    try:
+        parse_lr_scales(o.lr_scales)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
     _choice("optim.average", o.average, AVERAGING)
     _positive("optim.nt_asgd_nonmono", o.nt_asgd_nonmono)
     _positive("optim.average_start", o.average_start, allow_zero=True)

@@ -61,8 +61,8 @@ from rnnlab.models.recurrent import Recurrent
 from rnnlab.train import mesh as mesh_lib
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train.checkpoint import Checkpointer
-from rnnlab.train.config import ConfigError, RunError, validate
-from rnnlab.train.optim import average_info, make_optimizer
+from rnnlab.train.config import ConfigError, RunError, param_bounds, validate
+from rnnlab.train.optim import average_info, leaf_names, make_optimizer, parse_lr_scales
 from rnnlab.train.state import TrainState, create_sharded_state
 from rnnlab.train.steps import make_step_fns
 import rnnlab.tasks as tasks_lib  # a module import: rnnlab.tasks imports rnnlab.train.config
@@ -294,8 +294,13 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
         task.prepare(workdir)
     tc, total = config.train, config.train.steps
-    optimizer = make_optimizer(config.optim, task.steps_per_epoch, total)
+    optimizer = make_optimizer(config.optim, task.steps_per_epoch, total,
+                               param_bounds=param_bounds(config.model))
     state, shardings = create_sharded_state(task, optimizer, config.seed, layout)
+    unknown = sorted(set(parse_lr_scales(config.optim.lr_scales)) - leaf_names(state.params))
+    if unknown:
+        raise ConfigError(f"config.optim.lr_scales names {unknown}, which match no parameter; "
+                          f"the model's parameter names are {sorted(leaf_names(state.params))}")
 
     ckpt = Checkpointer(workdir, config.checkpoint, task.metric, task.metric_mode)
     restored, notes = ckpt.restore_latest(state)

@@ -19,6 +19,13 @@ Schedules (learning rate as a function of the optimiser step s, epoch e = s // s
   cosine    lr · (f + (1 - f)(1 + cos(π s / S)) / 2) over S = total_steps - warmup_steps
 and `warmup_steps > 0` prepends a linear ramp from 0 to lr.
 
+Per-parameter pieces, matched by the parameter's own key name (the last key of its path, e.g.
+"skew" for expRNN's generator, "u_hh" for IndRNN's recurrent weights):
+  lr_scales      "name=factor,...": the updates of those leaves times factor, i.e. their own
+                 learning rate (expRNN trains its skew generator at lr/10: "skew=0.1");
+  param_bounds   {name: m} (from the cells, `Cell.param_bounds`): after every update the leaf is
+                 projected onto |w| <= m (`project_params`; IndRNN's |u| <= 2^{1/T}, Li et al. 2018).
+
 Iterate averaging (`average`; Polyak & Juditsky 1992). Once started at step T, training goes on
 with the plain iterate w_k (the parameters after k updates) while the model that is evaluated,
 kept as the best checkpoint, tested and sampled from is the mean of w_T, w_{T+1}, ..., w_k:
@@ -103,6 +110,67 @@ def average_iterates(start: int = -1, nonmono: int = 5) -> optax.GradientTransfo
                                        num=jnp.where(active, num + 1, state.num))
 
     return optax.GradientTransformation(init, update)
+
+
+def _leaf_name(path) -> str:
+    last = path[-1] if path else None
+    for attr in ("key", "name", "idx"):
+        if hasattr(last, attr):
+            return str(getattr(last, attr))
+    return str(last)
+
+
+def leaf_names(tree) -> set:
+    """The key names (last path entries) of a pytree's leaves, as `lr_scales` matches them."""
+    return {_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def scale_by_name(scales: dict) -> optax.GradientTransformation:
+    """Multiplies the updates of the leaves whose key name is in `scales` by its factor."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(
+            lambda p, u: u * jnp.asarray(scales.get(_leaf_name(p), 1.0), u.dtype),
+            updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def project_params(bounds: dict) -> optax.GradientTransformation:
+    """Rewrites the updates so that params + updates lies in |w| <= bounds[name] for every leaf
+    whose key name is in `bounds` (a projection after each step: Li et al. 2018's IndRNN
+    constraint). Needs the params. Leaves not named pass unchanged."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("project_params needs the params: update(updates, state, params)")
+
+        def one(path, u, p):
+            m = bounds.get(_leaf_name(path))
+            if m is None:
+                return u
+            return jnp.clip(p + u, -m, m) - p
+
+        return jax.tree_util.tree_map_with_path(one, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def parse_lr_scales(spec: str) -> dict:
+    """'skew=0.1,u_hh=0.5' -> {'skew': 0.1, 'u_hh': 0.5}; ValueError naming a bad item."""
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, sep, value = item.partition("=")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = None
+        if not sep or not key.strip() or factor is None or not factor >= 0:
+            raise ValueError(f"optim.lr_scales: bad item {item!r}; expected name=factor pairs "
+                             "(factor >= 0) separated by commas, e.g. 'skew=0.1'")
+        out[key.strip()] = factor
+    return out
 
 
 def _is_average(x) -> bool:
@@ -199,9 +267,11 @@ def make_averaging(o) -> list:
     raise ValueError(f"unknown average {o.average!r}; valid: none, from_step, nt_asgd")
 
 
-def make_optimizer(o, steps_per_epoch: int, total_steps: int) -> Optimizer:
+def make_optimizer(o, steps_per_epoch: int, total_steps: int,
+                   param_bounds: dict | None = None) -> Optimizer:
     """The clipping transform, the update chain, the schedule and the averaging hooks for
-    `config.optim`."""
+    `config.optim`; `param_bounds` {name: max |w|} adds `project_params` (the train loop passes
+    the cells' own, `rnnlab.train.config.param_bounds`)."""
     schedule = make_schedule(o, steps_per_epoch, total_steps)
     decay = ([optax.add_decayed_weights(o.weight_decay)]
              if o.weight_decay and o.name != "adamw" else [])
@@ -215,6 +285,9 @@ def make_optimizer(o, steps_per_epoch: int, total_steps: int) -> Optimizer:
         opt = optax.rmsprop(schedule, decay=o.rms_decay, eps=o.eps, momentum=o.momentum or None)
     else:
         raise ValueError(f"unknown optimizer {o.name!r}; valid: sgd, adam, adamw, rmsprop")
-    chain = optax.chain(*decay, with_update_scale(opt), *make_averaging(o))
+    scales = parse_lr_scales(o.lr_scales)
+    per_param = ([scale_by_name(scales)] if scales else []) + (
+        [project_params(dict(param_bounds))] if param_bounds else [])
+    chain = optax.chain(*decay, with_update_scale(opt), *per_param, *make_averaging(o))
     observe = nt_asgd_observe if o.average == "nt_asgd" else (lambda opt_state, loss: opt_state)
     return Optimizer(make_clip(o), chain, schedule, eval_params, observe)
