@@ -105,3 +105,34 @@ def test_sweep_rejects_a_bad_grid(grid, tmp_path):
     assert proc.returncode != 0
     assert "bad --grid" in proc.stderr and repr(grid) in proc.stderr
 
+
+
+def test_sweep_seeds_give_one_workdir_per_point_and_seed(tmp_path):
+    root = str(tmp_path / "sweep")
+    proc = _sweep(f"--root={root}", "--command=python -m experiments.train --config=c.py",
+                  "--grid=model.cell=lstm,gru", "--seeds=0,7", "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines == [f"python -m experiments.train --config=c.py --workdir={root}/cell={c},"
+                     f"seed={s} --config.model.cell={c} --config.seed={s}"
+                     for c in ("lstm", "gru") for s in (0, 7)]
+    # no grid: one run per seed; on TPU VMs one VM per (point, seed)
+    proc = _sweep(f"--root={root}", "--command=train", "--seeds=3", "--dry_run")
+    assert proc.stdout.split() == ["train", f"--workdir={root}/seed=3", "--config.seed=3"]
+    proc = _sweep("--root=gs://b/s", "--command=train", "--grid=model.cell=lstm", "--seeds=0,1",
+                  "--tpu=rnnlab-s", "--zone=z", "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[3] for line in lines] == ["--name=rnnlab-s-0", "--name=rnnlab-s-1"]
+    assert "--workdir=gs://b/s/cell=lstm,seed=1" in lines[1]
+    assert "--command='train --config.model.cell=lstm --config.seed=1'" in lines[1]
+
+
+@pytest.mark.parametrize("seeds,message", [("0,x", "bad --seeds '0,x'"),
+                                           ("1,1", "a seed is repeated")])
+def test_sweep_rejects_bad_seeds(seeds, message, tmp_path):
+    proc = _sweep(f"--root={tmp_path}", "--command=echo", f"--seeds={seeds}", "--dry_run")
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+    proc = _sweep(f"--root={tmp_path}", "--command=echo", "--seeds=0", "--grid=seed=1,2",
+                  "--dry_run")
+    assert proc.returncode != 0 and "not both" in proc.stderr
