@@ -37,7 +37,7 @@ import sys
 
 from absl import app, flags
 
-from experiments.compare_groups import markdown, series, write_csv, write_report
+from experiments.compare_groups import markdown, plan, series, write_csv, write_report
 from rnnlab import stats
 from rnnlab.train import runs as runs_lib
 
@@ -110,6 +110,12 @@ def compare(workdirs: list[str], out: str, *, solve: list[str] = (), baseline: l
         raise ValueError("no run directories given: python -m experiments.compare DIR1 DIR2 ...")
     conds = [stats.condition(s) for s in solve]  # bad input stops before any reading
     runs = [load_run(d) for d in runs_lib.expand_sources(list(workdirs))]
+    trained = [r for r in runs if r["metrics"] and r["config"] is not None]
+    if trained:  # ... and before any writing
+        report = plan(trained, conds=conds, baseline=baseline, metrics=metrics)
+    elif conds or baseline:
+        raise ValueError("--solve/--baseline need training runs with config.json (written by "
+                         "experiments.train); none of the directories has one")
     os.makedirs(out, exist_ok=True)
     written = []
     rows, columns = run_rows(runs)
@@ -122,14 +128,9 @@ def compare(workdirs: list[str], out: str, *, solve: list[str] = (), baseline: l
                srows, STUDY_COLUMNS)
         written += [os.path.join(out, "gradient_flow.md"), os.path.join(out, "gradient_flow.csv")]
     written += plot_overlays(runs, out)
-    trained = [r for r in runs if r["metrics"] and r["config"] is not None]
     if trained:
-        written += write_report(trained, [r for r in runs if r["metrics"] and not r["config"]],
-                                out, conds=conds, baseline=list(baseline), metrics=metrics,
-                                command=command)
-    elif conds or baseline:
-        raise ValueError("--solve/--baseline need training runs with config.json (written by "
-                         "experiments.train); none of the directories has one")
+        written += write_report(report, [r for r in runs if r["metrics"] and not r["config"]],
+                                out, command=command)
     return written
 
 

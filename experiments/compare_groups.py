@@ -268,15 +268,23 @@ def _fmt_interval(row, name) -> str:
     return text + (f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else " (1 seed: no interval)")
 
 
-def write_report(runs, unconfigured, out, *, conds=(), baseline=(), metrics=None,
-                 command=None) -> list[str]:
-    """Groups `runs` (each with a config) and writes report.md, its CSVs and plots into `out`."""
+def plan(runs, *, conds=(), baseline=(), metrics=None) -> dict:
+    """Groups `runs` (each with a config) and checks the request against them (before any
+    output is written): {"runs", "keys", "groups", "metrics", "base", "conds"}."""
     keys, groups = runs_lib.group_runs(runs)
     metrics = metric_names(runs, metrics)
     base = find_baseline(groups, list(baseline)) if baseline else None
     for c in conds:
         if not any(series(r, c.split, c.key)[0] for r in runs):
             raise ValueError(f"--solve={c}: no run logs {c.split}.{c.key}")
+    return {"runs": runs, "keys": keys, "groups": groups, "metrics": metrics, "base": base,
+            "conds": list(conds)}
+
+
+def write_report(p: dict, unconfigured, out, *, command=None) -> list[str]:
+    """Writes report.md, its CSVs and plots for the `plan` p into `out`."""
+    runs, keys, groups, metrics, base, conds = (
+        p[k] for k in ("runs", "keys", "groups", "metrics", "base", "conds"))
     written, md = [], []
     short = runs_lib.short_names(keys)
     kcols = list(keys)
@@ -294,6 +302,11 @@ def write_report(runs, unconfigured, out, *, conds=(), baseline=(), metrics=None
         md.append("**Incomplete runs (still running or cut short), left out of every "
                   "statistic:** " + "; ".join(f"`{r['name']}` at step {r['last_step']} of "
                                               f"{r['total_steps']}" for r in incomplete) + "\n")
+    dups = [g["label"] for g in groups
+            if len({repr(_seed(r)) for r in g["runs"]}) < len(g["runs"])]
+    if dups:
+        md.append("**Warning: a seed occurs twice in** " + "; ".join(dups) + " (the same "
+                  "config run twice; both copies are counted)\n")
     if unconfigured:
         md.append("Runs without config.json (not grouped): "
                   + ", ".join(f"`{r['name']}`" for r in unconfigured) + "\n")

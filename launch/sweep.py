@@ -179,7 +179,11 @@ def main(argv):
         sys.exit(f"sweep: {len(failed)} of {len(runs)} runs failed: {failed}")
     local = (_RESULTS.value or posixpath.join("runs", posixpath.basename(_ROOT.value.rstrip("/")))
              if _TPU.value else _ROOT.value)
-    print(f"compare them: python -m experiments.compare {local}/* --out={local}/compare")
+    # OUT (local) beside the root, not in it: a later '<root>/*' would take it for a run
+    out = local.rstrip("/") + "_compare"
+    if "://" in out:
+        out = posixpath.join("runs", posixpath.basename(out))
+    print(f"compare them: python -m experiments.compare '{local.rstrip('/')}/*' --out={out}")
 
 
 if __name__ == "__main__":

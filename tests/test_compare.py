@@ -280,6 +280,7 @@ def test_compare_rejects_bad_grouped_input(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("compare: --baseline=model.cell=lstm")
+    assert not os.path.exists(out)  # every bad request stopped before writing anything
 
 
 def test_compare_reads_gs_paths_through_epath(tmp_path, monkeypatch):
