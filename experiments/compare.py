@@ -33,6 +33,7 @@ naming it.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from absl import app, flags
@@ -136,10 +137,10 @@ def compare(workdirs: list[str], out: str, *, solve: list[str] = (), baseline: l
 
 def main(argv):
     f = flags.FLAGS
+    command = shlex.join(["python", "-m", "experiments.compare", *sys.argv[1:]])
     try:
         written = compare(argv[1:], f.out, solve=f.solve, baseline=f.baseline,
-                          metrics=f.metrics, command=" ".join(["python -m experiments.compare",
-                                                               *sys.argv[1:]]))
+                          metrics=f.metrics, command=command)
     except ValueError as e:
         sys.exit(f"compare: {e}")
     for path in written:

@@ -337,7 +337,8 @@ def write_report(p: dict, unconfigured, out, *, command=None) -> list[str]:
               "complete/all.\n\n")
     for c in conds:
         rows = solve_rows(keys, groups, c)
-        table(f"Steps to {c}", f"solve_{c.split}.{c.key}", rows,
+        op = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge"}[c.op]
+        table(f"Steps to {c}", f"solve_{c.split}.{c.key}_{op}_{c.value:g}", rows,
               kcols + ["median_steps", "solved", "per_seed", "left_out"],
               [{**{short[k]: r[k] or "''" for k in keys}, **r} for r in rows],
               [short[k] for k in keys] + ["median_steps", "solved", "per_seed"],

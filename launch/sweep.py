@@ -12,12 +12,12 @@ Each grid point becomes `<command> --workdir=<root>/<name> --config.<key>=<value
 <name> joins the point's `key=value` pairs (last key component only). With `--seeds=S1,S2,...`
 every point runs once per seed: workdir `<root>/<name>,seed=S` with `--config.seed=S` (so the
 run's config.json names its seed, and `experiments.compare` groups the seeds of one point by
-reading the configs). Locally the runs go
-`--parallel` at a time (default one after another). With `--tpu=PREFIX` point i runs as
-`python launch/tpu.py launch --name=PREFIX-i ...` (one VM per run, i.e. per (point, seed); its own VM: create, set up, run, copy the
-workdir back to `<results>/<name>`, delete; relaunched after spot preemptions), `--parallel` VMs
-at a time. A run whose workdir already holds a checkpoint resumes (the training engine's
-behaviour), so re-running an interrupted sweep finishes it. `--dry_run` prints the commands.
+reading the configs). Locally the runs go `--parallel` at a time (default one after another).
+With `--tpu=PREFIX` run i (one per point and seed) runs as `python launch/tpu.py launch
+--name=PREFIX-i ...` (its own VM: create, set up, run, copy the workdir back to
+`<results>/<name>`, delete; relaunched after spot preemptions), `--parallel` VMs at a time.
+A run whose workdir already holds a checkpoint resumes (the training engine's behaviour), so
+re-running an interrupted sweep finishes it. `--dry_run` prints the commands.
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ def test_compare_report_statistics_solve_and_baseline(tmp_path):
     written = {os.path.basename(p) for p in compare.compare(
         dirs, out, solve=["eval.mse<0.01"], baseline=["model.cell=lstm", "model.cell_kwargs="],
         metrics=["eval.mse"])}
-    assert {"report.md", "status.csv", "metric_eval.mse.csv", "solve_eval.mse.csv",
+    assert {"report.md", "status.csv", "metric_eval.mse.csv", "solve_eval.mse_lt_0.01.csv",
             "baseline.csv", "gradient_flow_init.csv", "curves_eval.mse.png",
             "grad_flow_init.png", "outcome_vs_rate.png", "runs.csv", "loss.png"} <= written
     rows = {r["model.cell"] + r["model.cell_kwargs"]: r
@@ -234,7 +234,7 @@ def test_compare_report_statistics_solve_and_baseline(tmp_path):
     assert float(rows["irnn"]["best_mean"]) == pytest.approx((0.001 + 0.002 + 0.2) / 3)
     assert math.isnan(float(rows["lstmchrono_init=10"]["final_lo"]))  # one seed: no interval
     solve = {r["model.cell"] + r["model.cell_kwargs"]: r
-             for r in _csv(os.path.join(out, "solve_eval.mse.csv"))}
+             for r in _csv(os.path.join(out, "solve_eval.mse_lt_0.01.csv"))}
     assert (solve["irnn"]["median_steps"], solve["irnn"]["solved"],
             solve["irnn"]["per_seed"]) == ("300", "2/3", "300 200 -")
     assert (solve["lstm"]["median_steps"], solve["lstm"]["solved"]) == ("> 400", "0/2")

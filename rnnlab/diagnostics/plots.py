@@ -1,6 +1,6 @@
-"""Gradient-flow and comparison plots (matplotlib, Agg backend). Each function takes plain dicts of arrays or
-lists — e.g. what `gradient_flow` returns or what was read back from JSON — writes one PNG and
-returns its path. Nothing is shown on screen.
+"""Gradient-flow and comparison plots (matplotlib, Agg backend). Each function takes plain dicts
+of arrays or lists — e.g. what `gradient_flow` returns or what was read back from JSON — writes
+one PNG and returns its path. Nothing is shown on screen.
 """
 
 from __future__ import annotations
