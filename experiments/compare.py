@@ -21,7 +21,7 @@ and, when the training runs have config.json (experiments.train writes it):
                                     interval overlap, resolved / not resolved / too few seeds
   gradient_flow_init.csv            per group: fitted rate and gradient norms at step 0
   curves_<SPLIT.KEY>.png            mean learning curve per group with its interval band
-  grad_flow_init.png                gradient norm against lag at init, banded over seeds
+  grad_flow_init.png, _final.png    gradient norm against lag at init / after training, banded
   outcome_vs_rate.png               final metric against the fitted rate at init, per group
 Runs are grouped by their configs: the keys whose values differ between runs are the table's
 columns, and runs differing only in `seed` form one group. A run whose last logged step falls

@@ -172,7 +172,15 @@ def baseline_rows(keys, groups, base, metrics: list[str]) -> list[dict]:
 
 
 def _gf_init(run) -> dict | None:
+    """The run's gradient_flow record at step 0 (None without diagnostics)."""
     recs = [r for r in run["metrics"] if r.get("split") == "gradient_flow" and r["step"] == 0]
+    return recs[0] if recs else None
+
+
+def _gf_final(run) -> dict | None:
+    """The run's gradient_flow record at its last training step, if it logged one there."""
+    recs = [r for r in run["metrics"] if r.get("split") == "gradient_flow"
+            and r["step"] == run["last_step"] and r["step"] > 0]
     return recs[0] if recs else None
 
 
@@ -197,7 +205,8 @@ def gradient_rows(keys, groups) -> list[dict]:
 
 
 def plot_groups(keys, groups, metrics, outcome, out) -> list[str]:
-    """The banded learning curves, gradient flow at init and outcome against rate at init."""
+    """The banded learning curves, gradient flow at init and after training, and the outcome
+    against the rate at init."""
     import numpy as np
 
     from rnnlab.diagnostics import plots
@@ -209,42 +218,46 @@ def plot_groups(keys, groups, metrics, outcome, out) -> list[str]:
         for g in groups:
             done = [series(r, split, key) for r in _complete(g)]
             done = [c for c in done if c[0]]
-            if done:
+            partial = [c for r in g["runs"] if r["status"] != "complete"
+                       and (c := series(r, split, key))[0]]
+            if done or partial:
                 step, mean, lo, hi = stats.mean_curve(done)
-                curves[f"{g['label']} (n={len(done)})"] = {"step": step, "mean": mean,
-                                                           "lo": lo, "hi": hi}
-                extra[f"{g['label']} (n={len(done)})"] = [
-                    series(r, split, key) for r in g["runs"] if r["status"] != "complete"]
+                name = f"{g['label']} (n={len(done)})"
+                curves[name] = {"step": step, "mean": mean, "lo": lo, "hi": hi}
+                extra[name] = partial
         if curves:
             written.append(plots.plot_mean_curves(
                 curves, os.path.join(out, f"curves_{_file(metric)}.png"), ylabel=metric,
                 title=f"{metric}; dotted: incomplete runs (not in the mean)",
                 logy=not _maximize(metric), band_label=f"95% {stats.INTERVAL} interval"))
-    norms, bands, rates, points = {}, {}, {}, {}
     osplit, okey = outcome.split(".", 1) if outcome else (None, None)
-    for g in groups:
-        recs = [(r, rec) for r in _complete(g) if (rec := _gf_init(r))]
-        if not recs:
-            continue
-        lags = _lags(recs[0][1])
-        logs = np.array([[math.log(max(rec[f"grad_norm@{k}"], 1e-300)) for k in lags]
-                         for _, rec in recs])  # geometric mean over seeds, band on log scale
-        ci = [stats.t_interval(col) for col in logs.T]
-        norms[g["label"]] = (lags, np.exp(logs.mean(0)))
-        bands[g["label"]] = (np.exp([c[0] for c in ci]), np.exp([c[1] for c in ci]))
-        rate = stats.summary([rec.get("rate") for _, rec in recs])
-        rates[g["label"]] = rate["mean"]
-        ys = [series(r, osplit, okey)[1][-1] for r, _ in recs if outcome
-              and series(r, osplit, okey)[1]]
-        if ys:
-            y = stats.summary(ys)
-            points[f"{g['label']} (n={y['n']})"] = {
-                "x": rate["mean"], "x_lo": rate["lo"], "x_hi": rate["hi"], "y": y["mean"],
-                "y_lo": y["lo"], "y_hi": y["hi"]}
-    if norms:
-        written.append(plots.plot_grad_norm_vs_lag(
-            norms, os.path.join(out, "grad_flow_init.png"), rates=rates, bands=bands,
-            title="gradient norm vs lag at step 0 (geometric mean over seeds, 95% band)"))
+    points = {}
+    for name, pick, when in (("init", _gf_init, "at step 0"),
+                             ("final", _gf_final, "after training")):
+        norms, bands, rates = {}, {}, {}
+        for g in groups:
+            recs = [(r, rec) for r in _complete(g) if (rec := pick(r))]
+            if not recs:
+                continue
+            lags = _lags(recs[0][1])
+            logs = np.array([[math.log(max(rec[f"grad_norm@{k}"] or 0.0, 1e-300)) for k in lags]
+                             for _, rec in recs])  # geometric mean over seeds, band on log scale
+            ci = [stats.t_interval(col) for col in logs.T]
+            norms[g["label"]] = (lags, np.exp(logs.mean(0)))
+            bands[g["label"]] = (np.exp([c[0] for c in ci]), np.exp([c[1] for c in ci]))
+            rate = stats.summary([rec.get("rate") for _, rec in recs])
+            rates[g["label"]] = rate["mean"]
+            ys = [series(r, osplit, okey)[1][-1] for r, _ in recs if outcome
+                  and series(r, osplit, okey)[1]]
+            if ys and name == "init":
+                y = stats.summary(ys)
+                points[f"{g['label']} (n={y['n']})"] = {
+                    "x": rate["mean"], "x_lo": rate["lo"], "x_hi": rate["hi"], "y": y["mean"],
+                    "y_lo": y["lo"], "y_hi": y["hi"]}
+        if norms:
+            written.append(plots.plot_grad_norm_vs_lag(
+                norms, os.path.join(out, f"grad_flow_{name}.png"), rates=rates, bands=bands,
+                title=f"gradient norm vs lag {when} (geometric mean over seeds, 95% band)"))
     if points:
         written.append(plots.plot_outcome_vs_rate(
             points, os.path.join(out, "outcome_vs_rate.png"),

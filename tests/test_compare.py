@@ -165,6 +165,10 @@ def _write_seed_run(path, config, mse, rate=-0.1, last_step=None):
             f.write(json.dumps({"step": 100 * i, "split": "train", "loss": m * 1.1,
                                 "steps_per_sec": 5.0}) + "\n")
             f.write(json.dumps({"step": 100 * i, "split": "eval", "loss": m, "mse": m}) + "\n")
+        if last_step is None:  # the end-of-training measurement (diagnostics.every = steps)
+            f.write(json.dumps({"step": 100 * len(mse), "split": "gradient_flow",
+                                "rate": rate / 2, "grad_norm@0": 1.0, "grad_norm@1": 0.9,
+                                "grad_norm@5": 0.5}) + "\n")
 
 
 def _ablation(root):
@@ -218,7 +222,8 @@ def test_compare_report_statistics_solve_and_baseline(tmp_path):
         metrics=["eval.mse"])}
     assert {"report.md", "status.csv", "metric_eval.mse.csv", "solve_eval.mse_lt_0.01.csv",
             "baseline.csv", "gradient_flow_init.csv", "curves_eval.mse.png",
-            "grad_flow_init.png", "outcome_vs_rate.png", "runs.csv", "loss.png"} <= written
+            "grad_flow_init.png", "grad_flow_final.png", "outcome_vs_rate.png", "runs.csv",
+            "loss.png"} <= written
     rows = {r["model.cell"] + r["model.cell_kwargs"]: r
             for r in _csv(os.path.join(out, "metric_eval.mse.csv"))}
     lstm = rows["lstm"]

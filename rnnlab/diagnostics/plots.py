@@ -150,10 +150,13 @@ def plot_mean_curves(curves: dict, path: str, *, ylabel: str, title: str, logy: 
         positive &= bool(np.all(mean[np.isfinite(mean)] > 0))
         for steps, values in (extra or {}).get(name, []):
             ax.plot(steps, values, color=color, ls=":", lw=0.8)
+            positive &= bool(np.all(np.asarray(values, float) > 0))
     if logy and positive:
         ax.set_yscale("log")
-        lows = [np.nanmin(np.asarray(c["mean"], float)) for c in curves.values()]
-        ax.set_ylim(bottom=0.3 * min(lows))  # a band reaching below 0 would swallow the axis
+        lows = [np.nanmin(np.asarray(c["mean"], float)) for c in curves.values()
+                if np.isfinite(np.asarray(c["mean"], float)).any()]
+        if lows:  # a band reaching below 0 would swallow the axis
+            ax.set_ylim(bottom=0.3 * min(lows))
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title} (mean over seeds, band: {band_label})" if band_label else title,
