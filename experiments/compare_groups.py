@@ -271,8 +271,6 @@ def _file(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
-
-
 def _fmt_interval(row, name) -> str:
     m, s, lo, hi = (row[f"{name}_{k}"] for k in ("mean", "std", "lo", "hi"))
     if not math.isfinite(m):
