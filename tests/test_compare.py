@@ -81,9 +81,9 @@ def test_compare_cli_and_errors(tmp_path):
     assert proc.returncode != 0 and "neither metrics.jsonl" in proc.stderr
 
 
-def _sweep(*args):
+def _sweep(*args, timeout=120):
     return subprocess.run([sys.executable, os.path.join("launch", "sweep.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_sweep_dry_run_prints_one_command_per_grid_point(tmp_path):
@@ -324,3 +324,31 @@ def test_compare_reads_gs_paths_through_epath(tmp_path, monkeypatch):
     assert "gs://bucket/sweeps/cell=irnn,seed=1/config.json" in seen
     status = _csv(os.path.join(out, "status.csv"))
     assert len(status) == 10 and {r["run"] for r in status} >= {"cell=irnn,seed=1"}
+
+
+@pytest.mark.slow
+def test_sweep_over_seeds_then_compare_end_to_end(tmp_path):
+    """launch/sweep.py --seeds trains real (smoke) runs; experiments.compare groups them by their
+    config.json and reports per group (the path the README's ablation takes)."""
+    root = str(tmp_path / "sweep")
+    proc = _sweep(f"--root={root}", f"--command={sys.executable} -m experiments.train "
+                  "--config=experiments/configs/adding.py:smoke --config.diagnostics.every=6 "
+                  "--config.diagnostics.lags=(0,1,5)",
+                  "--grid=model.cell=lstm,rnn_tanh", "--seeds=0,1", "--parallel=2", timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(root)) == [f"cell={c},seed={s}" for c in ("lstm", "rnn_tanh")
+                                        for s in (0, 1)]
+    with open(os.path.join(root, "cell=rnn_tanh,seed=1", "config.json")) as f:
+        config = json.load(f)
+    assert config["seed"] == 1 and config["model"]["cell"] == "rnn_tanh"
+    out = str(tmp_path / "out")
+    proc = subprocess.run([sys.executable, "-m", "experiments.compare", f"{root}/*",
+                           f"--out={out}", "--solve=eval.mse<100", "--baseline=model.cell=lstm"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["model.cell"]: r for r in _csv(os.path.join(out, "metric_eval.mse.csv"))}
+    assert set(rows) == {"lstm", "rnn_tanh"} and rows["lstm"]["n"] == "2"
+    solve = {r["model.cell"]: r for r in _csv(os.path.join(out, "solve_eval.mse_lt_100.csv"))}
+    assert solve["lstm"]["solved"] == "2/2" and solve["lstm"]["median_steps"] == "3"
+    assert os.path.exists(os.path.join(out, "grad_flow_init.png"))
+    assert "Made by `python -m experiments.compare" in open(os.path.join(out, "report.md")).read()
