@@ -1,62 +1,56 @@
-"""Side-by-side comparison of runs: tables (markdown + CSV) and overlay plots.
+"""Comparison of runs: per-run tables and overlays, and, for runs with a config.json, an ablation
+report over seeds (groups, 95% intervals, steps to a threshold, tests against a baseline).
 
     python -m experiments.compare DIR1 DIR2 ... --out=OUT
+    python -m experiments.compare 'runs/sweep/*' --out=OUT --solve='eval.mse<0.01' \
+        --baseline=model.cell=lstm [--metrics=eval.mse,train.loss]
+    python -m experiments.compare 'gs://BUCKET/sweeps/adding/*' --out=OUT ...
 
-Reads each run's `metrics.jsonl` (training runs) and/or `gradient_flow.json` (gradient-flow
-studies) and writes
-  OUT/runs.md, OUT/runs.csv                 one row per run: final train/eval values per key
-  OUT/gradient_flow.md, OUT/gradient_flow.csv  one row per (run, configuration) of each study
-  OUT/loss.png                              train (solid) and eval (dashed) loss against step
-  OUT/grad_norm_vs_lag.png                  log gradient norm against lag, every configuration
-A directory that holds neither file is an error naming it.
+Directories may be local or gs:// (read through etils.epath; a quoted `*` pattern is expanded
+by the same layer). Writes into the local directory OUT:
+  runs.md, runs.csv                 one row per run: last train/eval values per key
+  gradient_flow.md/.csv             one row per (run, configuration) of each gradient-flow study
+  loss.png, grad_norm_vs_lag.png    every run's loss curves; every study's norm-vs-lag curve
+and, when the training runs have config.json (experiments.train writes it):
+  report.md                         the tables below and the plots, readable on GitHub
+  status.csv                        each run: its group, seed, last step of train.steps, status
+  metric_<SPLIT.KEY>.csv            per group: n seeds, mean, std, 95% interval of the final and
+                                    of the best value (rnnlab.stats; Student's t over seeds)
+  solve_<SPLIT.KEY>.csv             per group (--solve): median steps to the threshold, solved/n
+  baseline.csv                      per group and metric (--baseline): difference, Welch p,
+                                    interval overlap, resolved / not resolved / too few seeds
+  gradient_flow_init.csv            per group: fitted rate and gradient norms at step 0
+  curves_<SPLIT.KEY>.png            mean learning curve per group with its interval band
+  grad_flow_init.png, _final.png    gradient norm against lag at init / after training, banded
+  outcome_vs_rate.png               final metric against the fitted rate at init, per group
+Runs are grouped by their configs: the keys whose values differ between runs are the table's
+columns, and runs differing only in `seed` form one group. A run whose last logged step falls
+short of its train.steps (still running, preempted, failed) is marked and left out of every
+statistic. A directory that holds neither metrics.jsonl nor gradient_flow.json is an error
+naming it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
+import shlex
 import sys
 
 from absl import app, flags
 
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return "" if v is None else str(v)
-
+from experiments.compare_groups import markdown, plan, series, write_csv, write_report
+from rnnlab import stats
+from rnnlab.train import runs as runs_lib
 
 def _table(path_md: str, path_csv: str, rows: list[dict], columns: list[str]) -> None:
-    with open(path_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(path_csv, rows, columns)
     with open(path_md, "w") as f:
-        f.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
-        for r in rows:
-            f.write("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |\n")
+        f.write(markdown(rows, columns))
 
 
 def load_run(workdir: str) -> dict:
-    """{'name', 'metrics': [records], 'study': dict or None}; ValueError if nothing to read."""
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    study_path = os.path.join(workdir, "gradient_flow.json")
-    if not os.path.exists(metrics_path) and not os.path.exists(study_path):
-        raise ValueError(f"{workdir!r} holds neither metrics.jsonl nor gradient_flow.json; "
-                         "pass the workdir of a training run or gradient-flow study")
-    metrics = []
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = [json.loads(line) for line in f if line.strip()]
-    study = None
-    if os.path.exists(study_path):
-        with open(study_path) as f:
-            study = json.load(f)
-    return {"name": os.path.basename(os.path.normpath(workdir)) or workdir, "dir": workdir,
-            "metrics": metrics, "study": study}
+    """{'name', 'dir', 'metrics', 'study', 'config', 'status', ...} (rnnlab.train.runs)."""
+    return runs_lib.load_run(workdir)
 
 
 def run_rows(runs: list[dict]) -> tuple[list[dict], list[str]]:
@@ -89,52 +83,40 @@ def study_rows(runs: list[dict]) -> list[dict]:
 
 
 def plot_overlays(runs: list[dict], out: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rnnlab.diagnostics import plots
 
     written = []
-    if any(r["metrics"] for r in runs):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for i, run in enumerate(runs):
-            color = f"C{i % 10}"
-            for split, style in (("train", "-"), ("eval", "--")):
-                pts = [(r["step"], r["loss"]) for r in run["metrics"]
-                       if r.get("split") == split and isinstance(r.get("loss"), (int, float))]
-                if pts:
-                    ax.plot(*zip(*pts), style, color=color, label=f"{run['name']} {split}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(os.path.join(out, "loss.png"))
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    curves = [(run["name"], e) for run in runs
-              for e in (run["study"] or {}).get("configurations", []) if e.get("grad_norm")]
+    curves = {}
+    for run in runs:
+        for split in ("train", "eval"):
+            steps, values = series(run, split, "loss")
+            if steps:
+                curves[f"{run['name']} {split}"] = {"step": steps, "loss": values}
     if curves:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for i, (name, e) in enumerate(curves):
-            ax.semilogy(e["lags"], e["grad_norm"], color=f"C{i % 10}",
-                        ls=("-", "--", ":", "-.")[(i // 10) % 4],
-                        label=f"{name}: {e['name']} ({e.get('phase', '')})")
-        ax.set_xlabel("lag T - t")
-        ax.set_ylabel("mean ||dL/dh_t||")
-        ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        written.append(os.path.join(out, "grad_norm_vs_lag.png"))
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(plots.plot_training_curves(curves, os.path.join(out, "loss.png"),
+                                                  title="loss of every run"))
+    study = {f"{run['name']}: {e['name']} ({e.get('phase', '')})": (e["lags"], e["grad_norm"])
+             for run in runs for e in (run["study"] or {}).get("configurations", [])
+             if e.get("grad_norm")}
+    if study:
+        written.append(plots.plot_grad_norm_vs_lag(
+            study, os.path.join(out, "grad_norm_vs_lag.png"), ylabel="mean ||dL/dh_t||"))
     return written
 
 
-def compare(workdirs: list[str], out: str) -> list[str]:
+def compare(workdirs: list[str], out: str, *, solve: list[str] = (), baseline: list[str] = (),
+            metrics: list[str] | None = None, command: str | None = None) -> list[str]:
     """Writes the comparison of `workdirs` into `out`; returns the files written."""
     if not workdirs:
         raise ValueError("no run directories given: python -m experiments.compare DIR1 DIR2 ...")
-    runs = [load_run(d) for d in workdirs]
+    conds = [stats.condition(s) for s in solve]  # bad input stops before any reading
+    runs = [load_run(d) for d in runs_lib.expand_sources(list(workdirs))]
+    trained = [r for r in runs if r["metrics"] and r["config"] is not None]
+    if trained:  # ... and before any writing
+        report = plan(trained, conds=conds, baseline=baseline, metrics=metrics)
+    elif conds or baseline:
+        raise ValueError("--solve/--baseline need training runs with config.json (written by "
+                         "experiments.train); none of the directories has one")
     os.makedirs(out, exist_ok=True)
     written = []
     rows, columns = run_rows(runs)
@@ -146,12 +128,19 @@ def compare(workdirs: list[str], out: str) -> list[str]:
         _table(os.path.join(out, "gradient_flow.md"), os.path.join(out, "gradient_flow.csv"),
                srows, STUDY_COLUMNS)
         written += [os.path.join(out, "gradient_flow.md"), os.path.join(out, "gradient_flow.csv")]
-    return written + plot_overlays(runs, out)
+    written += plot_overlays(runs, out)
+    if trained:
+        written += write_report(report, [r for r in runs if r["metrics"] and not r["config"]],
+                                out, command=command)
+    return written
 
 
 def main(argv):
+    f = flags.FLAGS
+    command = shlex.join(["python", "-m", "experiments.compare", *sys.argv[1:]])
     try:
-        written = compare(argv[1:], flags.FLAGS.out)
+        written = compare(argv[1:], f.out, solve=f.solve, baseline=f.baseline,
+                          metrics=f.metrics, command=command)
     except ValueError as e:
         sys.exit(f"compare: {e}")
     for path in written:
@@ -161,5 +150,11 @@ def main(argv):
 if __name__ == "__main__":
     # defined here, not at import: `import experiments.compare` must not collide with another
     # entry point's --out in the same process (tests import several)
-    flags.DEFINE_string("out", "compare", "Output directory.")
+    flags.DEFINE_string("out", "compare", "Output directory (local).")
+    flags.DEFINE_multi_string("solve", [], "SPLIT.METRIC<VALUE (or <=, >, >=; repeatable): "
+                              "report the steps each group needs to reach it.")
+    flags.DEFINE_multi_string("baseline", [], "KEY=VALUE (repeatable, together picking one "
+                              "group): test every group's final metrics against it.")
+    flags.DEFINE_list("metrics", None, "SPLIT.KEY outcomes to report (default: every eval "
+                      "metric and train.loss).")
     app.run(main)

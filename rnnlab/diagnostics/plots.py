@@ -1,6 +1,6 @@
-"""Gradient-flow plots (matplotlib, Agg backend). Each function takes plain dicts of arrays or
-lists — e.g. what `gradient_flow` returns or what was read back from JSON — writes one PNG and
-returns its path. Nothing is shown on screen.
+"""Gradient-flow and comparison plots (matplotlib, Agg backend). Each function takes plain dicts
+of arrays or lists — e.g. what `gradient_flow` returns or what was read back from JSON — writes
+one PNG and returns its path. Nothing is shown on screen.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ def _save(fig, path):
 
 def plot_grad_norm_vs_lag(curves: dict, path: str, *, rates: dict | None = None,
                           title: str = "Gradient norm vs lag", ylabel: str = "‖∂L/∂h_{T−k}‖",
-                          floor: float = 1e-30) -> str:
+                          floor: float = 1e-30, bands: dict | None = None) -> str:
     """One line per configuration: gradient norm (log scale) against lag k = T − t.
 
     curves: name -> norms [T+1] indexed by lag (e.g. `gradient_flow(...)["grad_norm_mean"]`, or
       exp of "log_grad_norm_mean" for the geometric mean), or name -> (lags, norms).
     rates: optional name -> fitted rate per step, shown in the legend.
+    bands: optional name -> (lo, hi) norms on the same lags, drawn as a shaded band (e.g. an
+      interval over seeds).
     Values below `floor` (float32 underflow) are not drawn.
     """
     if not curves:
@@ -43,7 +45,12 @@ def plot_grad_norm_vs_lag(curves: dict, path: str, *, rates: dict | None = None,
             lags = np.arange(norms.shape[-1])
         norms = np.where(norms > floor, norms, np.nan)
         label = name if not rates or name not in rates else f"{name} (λ={float(rates[name]):+.3f})"
-        ax.semilogy(lags, norms, label=label, ls=("-", "--", ":")[(i // 10) % 3])  # > 10 lines
+        (line,) = ax.semilogy(lags, norms, label=label, ls=("-", "--", ":")[(i // 10) % 3],
+                              marker="." if lags.size < 30 else None)  # > 10 lines: styles
+        if bands and name in bands:
+            lo, hi = (np.asarray(b, float) for b in bands[name])
+            ax.fill_between(lags, np.where(lo > floor, lo, floor), np.where(hi > floor, hi, np.nan),
+                            color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("lag k = T − t (steps)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -122,6 +129,74 @@ def plot_training_curves(runs: dict, path: str, *, metric: str = "loss", logy: b
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(title or f"Training {metric}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_mean_curves(curves: dict, path: str, *, ylabel: str, title: str, logy: bool = True,
+                     extra: dict | None = None, band_label: str = "95% interval") -> str:
+    """Mean curves with interval bands, one colour per group.
+
+    curves: name -> {"step": [N], "mean": [N], "lo": [N], "hi": [N]} (lo/hi may be NaN: no band).
+    extra: optional name -> list of (steps, values) drawn thin and dotted in the group's colour
+      (e.g. runs left out of the mean because they did not finish).
+    """
+    if not curves:
+        raise ValueError("plot_mean_curves needs at least one curve")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    positive = True
+    for i, (name, c) in enumerate(curves.items()):
+        step, mean = np.asarray(c["step"], float), np.asarray(c["mean"], float)
+        lo, hi = np.asarray(c["lo"], float), np.asarray(c["hi"], float)
+        color = f"C{i % 10}"
+        ax.plot(step, mean, color=color, label=name, ls=("-", "--", ":")[(i // 10) % 3])
+        if np.isfinite(lo).any():
+            ax.fill_between(step, lo, hi, color=color, alpha=0.2, lw=0)
+        positive &= bool(np.all(mean[np.isfinite(mean)] > 0))
+        for steps, values in (extra or {}).get(name, []):
+            ax.plot(steps, values, color=color, ls=":", lw=0.8)
+            positive &= bool(np.all(np.asarray(values, float) > 0))
+    if logy and positive:
+        ax.set_yscale("log")
+        lows = [np.nanmin(np.asarray(c["mean"], float)) for c in curves.values()
+                if np.isfinite(np.asarray(c["mean"], float)).any()]
+        if lows:  # a band reaching below 0 would swallow the axis
+            ax.set_ylim(bottom=0.3 * min(lows))
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} (mean over seeds, band: {band_label})" if band_label else title,
+                 fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_outcome_vs_rate(points: dict, path: str, *, xlabel: str, ylabel: str, title: str,
+                         logy: bool = True) -> str:
+    """One point per group with error bars in both directions.
+
+    points: name -> {"x", "x_lo", "x_hi", "y", "y_lo", "y_hi"} (interval ends may be NaN).
+    """
+    if not points:
+        raise ValueError("plot_outcome_vs_rate needs at least one point")
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for i, (name, p) in enumerate(points.items()):
+        x, y = float(p["x"]), float(p["y"])
+        xerr = [[max(x - p["x_lo"], 0.0)], [max(p["x_hi"] - x, 0.0)]]
+        yerr = [[max(y - p["y_lo"], 0.0)], [max(p["y_hi"] - y, 0.0)]]
+        xerr = None if not np.isfinite(xerr).all() else xerr
+        yerr = None if not np.isfinite(yerr).all() else yerr
+        if logy and yerr is not None:
+            yerr[0][0] = min(yerr[0][0], 0.9 * y)  # the log axis cannot show a bar below 0
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=f"C{i % 10}", capsize=4,
+                    label=name)
+    if logy and all(float(p["y"]) > 0 for p in points.values()):
+        ax.set_yscale("log")
+    ax.axvline(0.0, color="0.6", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
