@@ -248,7 +248,9 @@ def dynamic_eval(model, params, ids, ms=None, rule: str = "rms", lr: float = 5e-
     """(nll [T], adapted params): dynamic evaluation of the stream `ids` [N] (module docstring),
     `chunk` segments per jitted scan; `progress(tokens_done, nll_sum)` after each chunk."""
     step, pull = update_coefficients(params, ms, rule, lr, decay, eps)
-    inputs, targets, mask = (_pad_leading(a, chunk) for a in _stream_windows(ids, segment))
+    windows = _stream_windows(ids, segment)
+    chunk = min(chunk, windows[0].shape[0])
+    inputs, targets, mask = (_pad_leading(a, chunk) for a in windows)
     theta0 = params
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the chunks donate theirs
     carry = model.initial_carry(1)
