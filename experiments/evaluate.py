@@ -12,7 +12,8 @@ carried from its first token to its last, every token but the first predicted on
 the trained model as is. --dynamic adds dynamic evaluation, --cache the neural cache (each on
 the static model; the math is in `rnnlab.tasks.lm_eval`). Prints a table and writes
 DIR/evaluate.json (or --output): per split and method the tokens, mean NLL (nats), perplexity
-(word level) or bits per character, and wall time.
+(word level) or bits per character, and wall time; it is rewritten after each split, with
+"complete": false until all splits are done.
 
 Defaults are the published ones: dynamic evaluation as benkrause/dynamic-evaluation (RMS rule,
 segments of 5 tokens, lr 5e-5, decay 2e-3, eps 2e-5, gradient statistics on training windows of
@@ -144,8 +145,10 @@ def _summary(nll, level: str, seconds: float) -> dict:
     return {"loss": loss, key: value, "seconds": round(seconds, 2)}
 
 
-def evaluate_run(workdir: str, settings: Settings, progress=lambda s: None) -> dict:
-    """Scores the run in `workdir` (module docstring); returns what evaluate.json holds."""
+def evaluate_run(workdir: str, settings: Settings, progress=lambda s: None,
+                 on_split=lambda result: None) -> dict:
+    """Scores the run in `workdir` (module docstring); returns what evaluate.json holds.
+    `on_split(result so far)` is called after each split (the CLI saves partial results)."""
     from rnnlab.tasks import lm_eval
 
     s = check_settings(settings)
@@ -160,34 +163,41 @@ def evaluate_run(workdir: str, settings: Settings, progress=lambda s: None) -> d
         progress(f"gradient statistics: {time.perf_counter() - t0:.1f} s")
     metric = "perplexity" if vocab.level == "word" else "bpc"
     result = {"workdir": workdir, "checkpoint_step": step, "metric": metric,
-              "settings": dataclasses.asdict(s), "splits": {}}
+              "settings": dataclasses.asdict(s), "complete": False, "splits": {}}
     for name in s.splits:
         ids = streams[name][: s.max_tokens or None]
         row = {"tokens": len(ids) - 1}
         t0 = time.perf_counter()
         static = lm_eval.stream_pass(model, params, ids)
         row["static"] = _summary(static.nll, vocab.level, time.perf_counter() - t0)
-        progress(f"{name} static: {row['static'][metric]:.4g}")
+        progress(f"{name} static: {format_value(metric, row['static'][metric])}")
         if s.cache:
             t0 = time.perf_counter()
             nll = lm_eval.cache_nll(static.nll, static.hidden, ids[1:], s.cache_lambda,
                                     s.cache_theta, s.cache_window)
             row["cache"] = _summary(nll, vocab.level, time.perf_counter() - t0)
-            progress(f"{name} cache: {row['cache'][metric]:.4g}")
+            progress(f"{name} cache: {format_value(metric, row['cache'][metric])}")
         if s.dynamic:
             t0 = time.perf_counter()
 
             def report(done, total, name=name, t0=t0):
                 so_far = _summary([total / done], vocab.level, 0.0)[metric]
                 progress(f"{name} dynamic: {done}/{len(ids) - 1} tokens, {metric} so far "
-                         f"{so_far:.4g} ({time.perf_counter() - t0:.0f} s)")
+                         f"{format_value(metric, so_far)} ({time.perf_counter() - t0:.0f} s)")
 
             nll, _ = lm_eval.dynamic_eval(model, params, ids, ms, s.dynamic_rule, s.dynamic_lr,
                                           s.dynamic_decay, s.dynamic_eps, s.dynamic_segment,
                                           progress=report)
             row["dynamic"] = _summary(nll, vocab.level, time.perf_counter() - t0)
         result["splits"][name] = row
+        if name != s.splits[-1]:
+            on_split(result)
+    result["complete"] = True
     return result
+
+
+def format_value(metric: str, value: float) -> str:
+    return f"{value:.2f}" if metric == "perplexity" else f"{value:.4f}"
 
 
 def format_table(result: dict) -> str:
@@ -197,7 +207,8 @@ def format_table(result: dict) -> str:
     lines = [f"checkpoint step {result['checkpoint_step']}, {metric} (one stream, batch 1)",
              f"{'split':<6} {'tokens':>8} " + " ".join(f"{m:>9}" for m in methods)]
     for name, row in result["splits"].items():
-        cells = " ".join(f"{row[m][metric]:>9.4g}" if m in row else f"{'-':>9}" for m in methods)
+        cells = " ".join(f"{format_value(metric, row[m][metric]) if m in row else '-':>9}"
+                         for m in methods)
         lines.append(f"{name:<6} {row['tokens']:>8} {cells}")
     return "\n".join(lines)
 
@@ -230,7 +241,8 @@ def main(argv):
         if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
             raise RunError(f"--output={output}: its folder does not exist")
         result = evaluate_run(F.workdir, settings,
-                              progress=lambda s: print(s, file=sys.stderr, flush=True))
+                              progress=lambda s: print(s, file=sys.stderr, flush=True),
+                              on_split=lambda r: write_json(r, output))
     except RunError as e:
         sys.exit(f"evaluate: {e}")
     write_json(result, output)

@@ -41,6 +41,7 @@ def test_cli_reports_static_cache_and_dynamic(word_run):
     with open(os.path.join(word_run, "evaluate.json")) as f:
         result = json.load(f)
     assert result["checkpoint_step"] == 6 and result["metric"] == "perplexity"
+    assert result["complete"]
     assert list(result["splits"]) == ["valid", "test"]
     test = result["splits"]["test"]
     trained = [r for r in read_metrics(word_run) if r["split"] == "test"][-1]
@@ -54,7 +55,7 @@ def test_cli_reports_static_cache_and_dynamic(word_run):
     table = out.stdout.splitlines()
     assert table[1].split() == ["split", "tokens", "static", "cache", "dynamic"]
     assert table[3].split()[:3] == ["test", str(test["tokens"]),
-                                    f"{test['static']['perplexity']:.4g}"]
+                                    f"{test['static']['perplexity']:.2f}"]
 
 
 @pytest.mark.parametrize("flag,message", [

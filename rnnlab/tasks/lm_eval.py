@@ -212,9 +212,9 @@ def update_coefficients(params, ms, rule: str = "rms", lr: float = 5e-5, decay: 
         raise ValueError(f"dynamic evaluation needs lr >= 0, decay >= 0, eps > 0; got lr={lr}, "
                          f"decay={decay}, eps={eps}")
     tree_map = jax.tree_util.tree_map
-    if rule == "sgd":
-        return (tree_map(lambda p: jnp.full_like(p, lr), params),
-                tree_map(lambda p: jnp.full_like(p, decay), params))
+    if rule == "sgd":  # one scalar per parameter array (broadcast in the update)
+        return (tree_map(lambda p: jnp.asarray(lr, p.dtype), params),
+                tree_map(lambda p: jnp.asarray(decay, p.dtype), params))
     if ms is None:
         raise ValueError("rule 'rms' needs the RMS gradients ms (gradient_rms)")
     leaves = jax.tree_util.tree_leaves(ms)
