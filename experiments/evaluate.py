@@ -155,15 +155,16 @@ def evaluate_run(workdir: str, settings: Settings, progress=lambda s: None,
     model, params, vocab, step = load_run(workdir, s.checkpoint)
     names = list(s.splits) + (["train"] if s.dynamic and "train" not in s.splits else [])
     streams = load_streams(workdir, vocab, names)
+    metric = "perplexity" if vocab.level == "word" else "bpc"
+    result = {"workdir": workdir, "checkpoint_step": step, "metric": metric,
+              "settings": dataclasses.asdict(s), "complete": False, "splits": {}}
     ms = None
     if s.dynamic and s.dynamic_rule == "rms":
         t0 = time.perf_counter()
         ms = lm_eval.gradient_rms(model, params, streams["train"], s.dynamic_stat_batch_size,
                                   s.dynamic_segment, s.dynamic_stat_batches)
-        progress(f"gradient statistics: {time.perf_counter() - t0:.1f} s")
-    metric = "perplexity" if vocab.level == "word" else "bpc"
-    result = {"workdir": workdir, "checkpoint_step": step, "metric": metric,
-              "settings": dataclasses.asdict(s), "complete": False, "splits": {}}
+        result["gradient_statistics_seconds"] = round(time.perf_counter() - t0, 2)
+        progress(f"gradient statistics: {result['gradient_statistics_seconds']} s")
     for name in s.splits:
         ids = streams[name][: s.max_tokens or None]
         row = {"tokens": len(ids) - 1}

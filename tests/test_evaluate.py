@@ -41,7 +41,7 @@ def test_cli_reports_static_cache_and_dynamic(word_run):
     with open(os.path.join(word_run, "evaluate.json")) as f:
         result = json.load(f)
     assert result["checkpoint_step"] == 6 and result["metric"] == "perplexity"
-    assert result["complete"]
+    assert result["complete"] and result["gradient_statistics_seconds"] > 0
     assert list(result["splits"]) == ["valid", "test"]
     test = result["splits"]["test"]
     trained = [r for r in read_metrics(word_run) if r["split"] == "test"][-1]
