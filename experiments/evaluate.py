@@ -181,10 +181,12 @@ def evaluate_run(workdir: str, settings: Settings, progress=lambda s: None,
         if s.dynamic:
             t0 = time.perf_counter()
 
-            def report(done, total, name=name, t0=t0):
-                so_far = _summary([total / done], vocab.level, 0.0)[metric]
+            def report(done, total, name=name, t0=t0, static=static.nll):
+                now, before = (_summary([x], vocab.level, 0.0)[metric]
+                               for x in (total / done, static[:done].mean(dtype="float64")))
                 progress(f"{name} dynamic: {done}/{len(ids) - 1} tokens, {metric} so far "
-                         f"{format_value(metric, so_far)} ({time.perf_counter() - t0:.0f} s)")
+                         f"{format_value(metric, now)} (static on them "
+                         f"{format_value(metric, before)}, {time.perf_counter() - t0:.0f} s)")
 
             nll, _ = lm_eval.dynamic_eval(model, params, ids, ms, s.dynamic_rule, s.dynamic_lr,
                                           s.dynamic_decay, s.dynamic_eps, s.dynamic_segment,

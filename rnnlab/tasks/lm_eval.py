@@ -243,7 +243,7 @@ def _dynamic_chunk(model, params, carry, theta0, step, pull, inputs, targets, ma
 
 
 def dynamic_eval(model, params, ids, ms=None, rule: str = "rms", lr: float = 5e-5,
-                 decay: float = 2e-3, eps: float = 2e-5, segment: int = 5, chunk: int = 1024,
+                 decay: float = 2e-3, eps: float = 2e-5, segment: int = 5, chunk: int = 512,
                  progress=None):
     """(nll [T], adapted params): dynamic evaluation of the stream `ids` [N] (module docstring),
     `chunk` segments per jitted scan; `progress(tokens_done, nll_sum)` after each chunk."""
