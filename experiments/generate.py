@@ -82,7 +82,7 @@ def load_run(workdir: str, which: str = "latest"):
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     if config.task.name != "lm":
-        raise RunError(f"{workdir} is a run of task {config.task.name!r}; generation needs a "
+        raise RunError(f"{workdir} is a run of task {config.task.name!r}, not a "
                        "language-model run (task 'lm')")
     vocab_path = os.path.join(workdir, VOCAB_FILE)
     if not os.path.exists(vocab_path):
