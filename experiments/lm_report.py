@@ -17,10 +17,15 @@ from absl import app, flags
 from rnnlab.diagnostics import plots
 from rnnlab.train.metrics import read_metrics
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "the run's workdir (metrics.jsonl, config.json)")
-_OUT = flags.DEFINE_string("out", None, "output folder")
-_PUBLISHED = flags.DEFINE_string("published", "", "label=value,... reference lines")
-_WALL = flags.DEFINE_float("wall_minutes", 0.0, "the run's wall time, recorded in summary.json")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so importing this module (tests) never collides
+    with another entry point's flags."""
+    flags.DEFINE_string("workdir", None, "the run's workdir (metrics.jsonl, config.json)")
+    flags.DEFINE_string("out", None, "output folder")
+    flags.DEFINE_string("published", "", "label=value,... reference lines")
+    flags.DEFINE_float("wall_minutes", 0.0, "the run's wall time, recorded in summary.json")
 
 
 def parse_published(text: str) -> dict:
@@ -92,15 +97,16 @@ def report(workdir: str, out: str, published: dict, wall_minutes: float = 0.0) -
 
 def main(argv):
     del argv
-    if not _WORKDIR.value or not _OUT.value:
+    f = flags.FLAGS
+    if not f.workdir or not f.out:
         raise app.UsageError("--workdir and --out are required")
     try:
-        summary = report(_WORKDIR.value, _OUT.value, parse_published(_PUBLISHED.value),
-                         _WALL.value)
+        summary = report(f.workdir, f.out, parse_published(f.published), f.wall_minutes)
     except (OSError, ValueError) as e:
         raise SystemExit(f"lm_report: {e}") from None
     print(json.dumps({k: v for k, v in summary.items() if k != "valid_per_epoch"}))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

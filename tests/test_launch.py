@@ -202,7 +202,8 @@ def test_entry_points_import_together():
     """Every experiments/ program can be imported in one process (tests, notebooks): only
     `experiments.train` defines absl flags at import; the others define theirs when run."""
     code = ("import experiments.compare, experiments.esn_forecast, experiments.generate, "
-            "experiments.gradient_flow, experiments.train")
+            "experiments.gradient_flow, experiments.evaluate, experiments.lm_report, "
+            "experiments.smoke_metrics, experiments.benchmarks.train_step, experiments.train")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -32,12 +32,17 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "an LM config file (with :variant)")
-_STEPS = flags.DEFINE_integer("steps", 30, "timed steps")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps after the compile")
-_IMPLS = flags.DEFINE_list("impls", ["rnnlab", "torch"], "rnnlab, torch")
-_OUT = flags.DEFINE_string("out", "", "write the results as JSON here")
-_WORKER = flags.DEFINE_string("worker", "", "internal: run one implementation and print it")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program (importing this module never collides with another
+    entry point's flags)."""
+    config_flags.DEFINE_config_file("config", None, "an LM config file (with :variant)")
+    flags.DEFINE_integer("steps", 30, "timed steps")
+    flags.DEFINE_integer("warmup", 3, "untimed steps after the compile")
+    flags.DEFINE_list("impls", ["rnnlab", "torch"], "rnnlab, torch")
+    flags.DEFINE_string("out", "", "write the results as JSON here")
+    flags.DEFINE_string("worker", "", "internal: run one implementation and print it")
 
 
 def _batches(task, n):
@@ -157,16 +162,16 @@ def _summary(impl, res, config):
 
 
 def main(argv):
-    config = _CONFIG.value
+    f = flags.FLAGS
+    config = f.config
     if config is None:
         raise app.UsageError("--config is required")
-    if _WORKER.value:
-        fn = {"rnnlab": worker_rnnlab, "torch": worker_torch}[_WORKER.value]
-        print("RESULT " + json.dumps(_summary(_WORKER.value, fn(config, _STEPS.value,
-                                                                  _WARMUP.value), config)))
+    if f.worker:
+        fn = {"rnnlab": worker_rnnlab, "torch": worker_torch}[f.worker]
+        print("RESULT " + json.dumps(_summary(f.worker, fn(config, f.steps, f.warmup), config)))
         return
     rows = []
-    for impl in _IMPLS.value:
+    for impl in f.impls:
         if impl not in ("rnnlab", "torch"):
             raise app.UsageError(f"--impls: unknown {impl!r}; valid: rnnlab, torch")
         cmd = [sys.executable, "-m", "experiments.benchmarks.train_step", f"--worker={impl}",
@@ -191,11 +196,12 @@ def main(argv):
     if "rnnlab" in ok and "torch" in ok:
         print(f"rnnlab / PyTorch tokens/s: "
               f"{ok['rnnlab']['tokens_per_s'] / ok['torch']['tokens_per_s']:.2f}x")
-    if _OUT.value:
-        os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-        with open(_OUT.value, "w") as f:
-            json.dump({"rows": rows, "argv": sys.argv[1:]}, f, indent=1)
+    if f.out:
+        os.makedirs(os.path.dirname(os.path.abspath(f.out)), exist_ok=True)
+        with open(f.out, "w") as fh:
+            json.dump({"rows": rows, "argv": sys.argv[1:]}, fh, indent=1)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
