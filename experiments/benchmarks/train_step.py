@@ -84,6 +84,7 @@ def worker_torch(config, steps, warmup):
     import torch
 
     from rnnlab import tasks as tasks_lib
+    from rnnlab.train.config import parse_cell_kwargs
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(config.seed)
@@ -93,8 +94,9 @@ def worker_torch(config, steps, warmup):
         raise ValueError("the PyTorch peer is word_language_model's untied nn.LSTM model; "
                          f"this config has cell={m.cell!r}, tie_weights={m.tie_weights}")
     vocab, p = len(task.vocab), float(m.dropout)
-    init = float(dict(kv.split("=") for kv in m.cell_kwargs.split(",") if kv).get(
-        "init_scale", m.embed_init_scale))
+    cell_kwargs = parse_cell_kwargs(m.cell_kwargs)  # the config's own parser, parsed once
+    init = float(cell_kwargs.get("init_scale", m.embed_init_scale))
+    fb = float(cell_kwargs.get("forget_bias", 1.0))
 
     class LM(torch.nn.Module):  # pytorch/examples word_language_model's RNNModel (LSTM)
         def __init__(self):
@@ -113,9 +115,7 @@ def worker_torch(config, steps, warmup):
     with torch.no_grad():
         for w in model.parameters():
             w.uniform_(-init, init)
-        for l in range(m.num_layers):  # forget-gate bias as the config's cell (default 0 here)
-            fb = float(dict(kv.split("=") for kv in m.cell_kwargs.split(",") if kv).get(
-                "forget_bias", 1.0))
+        for l in range(m.num_layers):  # forget-gate bias as the config's cell (0 for Zaremba)
             for name in (f"bias_ih_l{l}", f"bias_hh_l{l}"):
                 b = getattr(model.rnn, name)
                 b[m.hidden:2 * m.hidden] += fb / 2
