@@ -22,20 +22,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
+
+from experiments import cli
 
 
 
 def define_flags() -> None:
-    """--config and --workdir; defined only when run as a program, so that importing this
-    module (tests, notebooks) never collides with another entry point's flags."""
-    config_flags.DEFINE_config_file(
-        "config", None, "Forecasting config with an `esn` section, e.g. "
-        "experiments/configs/esn_mackey_glass.py[:smoke].", lock_config=True)
+    cli.define_config("Forecasting config with an `esn` section, e.g. "
+                      "experiments/configs/esn_mackey_glass.py[:smoke].")
     flags.DEFINE_string("workdir", None, "Output directory (created).")
     flags.mark_flags_as_required(["config", "workdir"])
 
@@ -121,22 +118,10 @@ def run(config, workdir: str, progress=lambda line: None) -> dict:
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"esn_forecast: unexpected arguments {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    from rnnlab.train import ConfigError, RunError
-
-    try:
-        comparison = run(flags.FLAGS.config, flags.FLAGS.workdir,
-                         progress=lambda s: print(s, flush=True))
-    except ConfigError as e:
-        sys.exit(f"esn_forecast: bad config: {e}")
-    except RunError as e:  # data files, workdir, checkpoints, a diverged run
-        sys.exit(f"esn_forecast: {e}")
+    comparison = run(flags.FLAGS.config, flags.FLAGS.workdir,
+                     progress=lambda s: print(s, flush=True))
     print(json.dumps(comparison, indent=2))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run("esn_forecast", main, define_flags)

@@ -32,9 +32,11 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags
 
-from experiments.generate import RunError, load_run
+from experiments import cli
+from experiments.generate import load_run
+from rnnlab.config import RunError
 
 SPLITS = {"valid": "validation", "test": "test", "train": "train"}
 
@@ -121,7 +123,7 @@ def load_streams(workdir: str, vocab, names) -> dict:
     import ml_collections
 
     from rnnlab.tasks.lm import load_corpus
-    from rnnlab.train.config import ConfigError
+    from rnnlab.config import ConfigError
 
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
@@ -226,10 +228,6 @@ def write_json(result: dict, path: str) -> None:
 
 def main(argv):
     F = flags.FLAGS
-    if len(argv) > 1:
-        sys.exit(f"evaluate: unexpected arguments {argv[1:]}")
-    if not F["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)  # Orbax logs read-only restores at WARNING
     settings = Settings(
         checkpoint=F.checkpoint, dynamic=F.dynamic, cache=F.cache,
         splits=tuple(x.strip() for x in F.splits.split(",") if x.strip()),
@@ -239,20 +237,16 @@ def main(argv):
         dynamic_stat_batch_size=F.dynamic_stat_batch_size, cache_lambda=F.cache_lambda,
         cache_theta=F.cache_theta, cache_window=F.cache_window)
     output = F.output or os.path.join(F.workdir, "evaluate.json")
-    try:
-        check_settings(settings)
-        if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-            raise RunError(f"--output={output}: its folder does not exist")
-        result = evaluate_run(F.workdir, settings,
-                              progress=lambda s: print(s, file=sys.stderr, flush=True),
-                              on_split=lambda r: write_json(r, output))
-    except RunError as e:
-        sys.exit(f"evaluate: {e}")
+    check_settings(settings)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise RunError(f"--output={output}: its folder does not exist")
+    result = evaluate_run(F.workdir, settings,
+                          progress=lambda s: print(s, file=sys.stderr, flush=True),
+                          on_split=lambda r: write_json(r, output))
     write_json(result, output)
     print(format_table(result))
     print(f"wrote {output}")
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run("evaluate", main, define_flags, log_level="error")

@@ -24,7 +24,10 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags
+
+from experiments import cli
+from rnnlab.config import RunError
 
 
 def define_flags() -> None:
@@ -39,10 +42,6 @@ def define_flags() -> None:
     flags.DEFINE_string("checkpoint", "latest", "latest | best | a step number.")
     flags.DEFINE_string("score", None, "Score this text instead of sampling.")
     flags.mark_flag_as_required("workdir")
-
-
-class RunError(Exception):
-    """The workdir is not a usable trained LM run; the message says why and what to do."""
 
 
 def _pick_step(workdir: str, steps: list[int], which: str, metric: str) -> int:
@@ -200,36 +199,24 @@ def score_text(model, params, vocab, text: str) -> dict:
 
 def main(argv):
     F = flags.FLAGS
-    if len(argv) > 1:
-        sys.exit(f"generate: unexpected arguments {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)  # Orbax logs restores (read-only ones at WARNING)
-    if F.length < 0:
-        sys.exit(f"generate: --length={F.length} must be >= 0")
-    if F.temperature < 0:
-        sys.exit(f"generate: --temperature={F.temperature} must be >= 0")
-    if F.top_k < 0:
-        sys.exit(f"generate: --top_k={F.top_k} must be >= 0")
-    from rnnlab.train.config import RunError as TrainRunError  # e.g. a damaged checkpoint
-
-    try:
-        model, params, vocab, step = load_run(F.workdir, F.checkpoint)
-        if F.score is not None:
-            res = score_text(model, params, vocab, F.score)
-            print(f"checkpoint_step: {step}")
-            for key, value in res.items():
-                print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
-            return
-        _, unknown = _encode_prompt(vocab, F.prompt)
-        if unknown:
-            print(f"note: {len(unknown)} prompt token(s) not in the vocabulary map to "
-                  f"{vocab.unk!r}: {unknown[:10]}", file=sys.stderr)
-        print(sample_text(model, params, vocab, F.prompt, F.length,
-                          F.temperature, F.top_k, F.seed))
-    except (RunError, TrainRunError) as e:
-        sys.exit(f"generate: {e}")
+    for name, value in (("length", F.length), ("temperature", F.temperature),
+                        ("top_k", F.top_k)):
+        if value < 0:
+            raise RunError(f"--{name}={value} must be >= 0")
+    model, params, vocab, step = load_run(F.workdir, F.checkpoint)
+    if F.score is not None:
+        res = score_text(model, params, vocab, F.score)
+        print(f"checkpoint_step: {step}")
+        for key, value in res.items():
+            print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+        return
+    _, unknown = _encode_prompt(vocab, F.prompt)
+    if unknown:
+        print(f"note: {len(unknown)} prompt token(s) not in the vocabulary map to "
+              f"{vocab.unk!r}: {unknown[:10]}", file=sys.stderr)
+    print(sample_text(model, params, vocab, F.prompt, F.length,
+                      F.temperature, F.top_k, F.seed))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run("generate", main, define_flags, log_level="error")

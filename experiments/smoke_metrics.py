@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 IGNORED = {"steps_per_sec", "sweep_time_s", "train_time_s", "wall_time_s", "command", "plots",
-           "device", "time_s", "seconds", "elapsed_s"}
+           "device", "time_s", "seconds", "elapsed_s", "workdir"}  # workdir: a temporary path
 NOT_TRAINING = {"gradient_flow", "esn_mackey_glass"}  # study / experiment configs
 
 
@@ -77,12 +77,13 @@ def record(out: str) -> None:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
         print(f"{name}: {len(rows)} records", flush=True)
     from experiments import gradient_flow as study
+    from experiments.gradient_flow.common import json_default
     from experiments.configs import gradient_flow as study_config
 
     with tempfile.TemporaryDirectory() as workdir:
         result = study.run_study(study_config.get_config("smoke"), workdir)
     with open(os.path.join(out, "gradient_flow.json"), "w") as f:
-        json.dump(_strip(json.loads(json.dumps(result, default=study._json_default))), f,
+        json.dump(_strip(json.loads(json.dumps(result, default=json_default))), f,
                   sort_keys=True, indent=0)
     print("gradient_flow: study result", flush=True)
 

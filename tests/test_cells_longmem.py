@@ -19,7 +19,7 @@ import rnnlab
 from rnnlab import diagnostics as D
 from rnnlab.cells import Stack
 from rnnlab.cells.exprnn import skew
-from rnnlab.train.config import base_config, make_cells, param_bounds
+from rnnlab.config import base_config, make_cells, param_bounds
 from rnnlab.train.optim import make_optimizer
 
 NAMES = ["exprnn", "cornn", "lem", "indrnn", "antisymmetric", "antisymmetric_gated"]

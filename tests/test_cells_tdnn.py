@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.train.config import make_cells
+from rnnlab.config import make_cells
 
 ACT = {"relu": lambda v: np.maximum(v, 0.0), "tanh": np.tanh, "identity": lambda v: v}
 

@@ -182,10 +182,10 @@ def test_task_batches_split_across_processes(name, monkeypatch, tmp_path):
         monkeypatch.setattr(jax, "process_index", lambda: process_index)
         monkeypatch.setattr(jax, "process_count", lambda: process_count)
         task = make_task(smoke_config(name, **{"task.batch_size": 4}))
-        if hasattr(task, "prepare"):
-            task.prepare(str(tmp_path / f"{process_index}_of_{process_count}"))
+        task.prepare(str(tmp_path / f"{process_index}_of_{process_count}"))
         out = [task.train_batch(0), task.train_batch(5), next(iter(task.eval_batches()))]
-        return out + [next(iter(task.test_batches()))] if hasattr(task, "test_batches") else out
+        test = task.test_batches()
+        return out + [next(iter(test))] if test is not None else out
 
     whole, parts = batches(0, 1), [batches(p, 2) for p in range(2)]
     for w, p0, p1 in zip(whole, *parts):

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnnlab.train.config import CLIPPING, OPTIMIZERS, base_config
+from rnnlab.config import base_config
+from rnnlab.train.config import CLIPPING, OPTIMIZERS
 from rnnlab.train.optim import AverageState, average_info, find_average_state, make_optimizer
 
 

@@ -101,12 +101,11 @@ def test_recurrent_probe_is_the_decoders_first_layer():
     (one layer, no attention: logits = outputs @ w_out + b_out), and diagnostics run on it."""
     from rnnlab.diagnostics import gradient_flow_metrics
     from rnnlab.tasks import make_task
-    from rnnlab.train.loop import recurrent_probe
 
     task = make_task(smoke_config("caption"))
     params = task.init(jax.random.PRNGKey(0))
     batch = task.train_batch(0)
-    cell, cell_params, xs, carry = recurrent_probe(task, params, batch)
+    cell, cell_params, xs, carry = task.recurrent_probe(params, batch)
     outs = rnnlab.unroll(cell, cell_params, xs, carry)[1]
     p = params["decoder"]
     logits = task.model.apply({"params": params}, batch["image"],
@@ -116,4 +115,4 @@ def test_recurrent_probe_is_the_decoders_first_layer():
     assert np.isfinite(flow["rate"]) and flow["grad_norm@1"] > 0
     bahdanau = make_task(smoke_config("caption", **{"model.attention": "bahdanau"}))
     with pytest.raises(ValueError, match="Bahdanau"):
-        recurrent_probe(bahdanau, bahdanau.init(jax.random.PRNGKey(0)), batch)
+        bahdanau.recurrent_probe(bahdanau.init(jax.random.PRNGKey(0)), batch)

@@ -19,7 +19,8 @@ from rnnlab.data.text import CorpusNotFoundError
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.tasks import make_task
 from rnnlab.train import ConfigError, train_and_evaluate, validate
-from rnnlab.tasks.lm import LMTask, generated_corpus
+from rnnlab.data.lm import generated_corpus
+from rnnlab.tasks.lm import LMTask
 from rnnlab.train.metrics import read_metrics
 from rnnlab.train.steps import train_step
 from _config_helpers import leaves, smoke_config
@@ -315,13 +316,12 @@ def test_lm_training_writes_gradient_flow_records(tmp_path):
     curves = lm_report.gradient_flow_curves(read_metrics(str(tmp_path)), max_curves=2)
     assert list(curves) == ["step 0", "step 6"] and curves["step 0"][0] == [0, 1, 5]
 
-    from rnnlab.train.loop import recurrent_probe
     from rnnlab.unroll import unroll
     params = task.init(jax.random.PRNGKey(0))
     batch = task.train_batch(1)
     carry = task.model.apply({"params": params}, task.train_batch(0)["inputs"],
                              train=False).carry
-    cell, cell_params, xs, c0 = recurrent_probe(task, params, batch, carry)
+    cell, cell_params, xs, c0 = task.recurrent_probe(params, batch, carry)
     _, ys = unroll(cell, cell_params, xs, c0)
     # the first layer's output, recomputed with the model's own first layer alone
     first = task.model.clone(cells=task.model.cells[:1])

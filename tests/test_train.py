@@ -16,11 +16,11 @@ import optax
 import pytest
 
 from rnnlab.models.sequence import SequenceModel
-from rnnlab.tasks import make_task
+from rnnlab.tasks import Task, make_task
 from rnnlab.train import ConfigError, NonFiniteError, train_and_evaluate
 from rnnlab.train.checkpoint import Checkpointer
 from rnnlab.train.metrics import read_metrics
-from rnnlab.train.config import make_cells
+from rnnlab.config import make_cells
 from _config_helpers import leaves, smoke_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +200,7 @@ def test_nonfinite_skip_counts_and_continues(tmp_path):
     assert last["nonfinite_count"] == 1
 
 
-class _Stream:
+class _Stream(Task):
     """A stream task: predict x_{t-1} from x_t over a fixed stream cut into windows, so the
     first step of each window needs the carry from the previous window."""
 

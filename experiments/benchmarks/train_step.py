@@ -84,7 +84,7 @@ def worker_torch(config, steps, warmup):
     import torch
 
     from rnnlab import tasks as tasks_lib
-    from rnnlab.train.config import parse_cell_kwargs
+    from rnnlab.config import parse_cell_kwargs
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(config.seed)

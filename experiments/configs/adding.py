@@ -24,7 +24,7 @@ T = 200 (load ~12): irnn (lr 3e-5; lr 1e-4 overflows at step 251) eval MSE 0.014
   load ~2).
 """
 
-from rnnlab.train.config import base_config, synthetic_smoke
+from rnnlab.config import base_config, synthetic_smoke
 
 
 def get_config(variant: str = ""):

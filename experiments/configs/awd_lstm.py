@@ -38,7 +38,8 @@ Differences from the published setup:
     development machine, and 500 epochs of this 24M-parameter model need a GPU for days.
 """
 
-from rnnlab.tasks.lm import epoch_steps, lm_config
+from rnnlab.data.lm import epoch_steps
+from rnnlab.tasks.lm import lm_config
 
 # variant: (corpus, train tokens, batch, dropout_hidden, dropout_input, epochs)
 VARIANTS = {

@@ -15,7 +15,7 @@ Measured with the first command (default config: GRU 64, 1,500 steps of 64 image
 """
 
 from rnnlab.tasks.caption import caption_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.config import smoke_schedule
 
 
 def get_config(variant: str = ""):

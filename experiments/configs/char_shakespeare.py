@@ -22,8 +22,9 @@ bpc at the same 3,000 steps; validation flat over the last 200 steps).
 TFDS splits the text 90/5/5 by characters: train 1,003,854, validation 55,770, test 55,770.
 """
 
-from rnnlab.tasks.lm import epoch_steps, lm_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.data.lm import epoch_steps
+from rnnlab.tasks.lm import lm_config
+from rnnlab.config import smoke_schedule
 
 TRAIN_CHARS = 1_003_854  # TFDS tiny_shakespeare train split
 

@@ -17,7 +17,7 @@ Measured here (shared, heavily loaded 2-core CPU, default config, T = 100; basel
   below the baseline), recall accuracy 0.458 @15000 (64 min, load ~2).
 """
 
-from rnnlab.train.config import base_config, synthetic_smoke
+from rnnlab.config import base_config, synthetic_smoke
 
 
 def get_config(variant: str = ""):

@@ -18,7 +18,7 @@ CPU, load average ~10, 4 min 19 s wall): validation LER 0.084 @500 steps, 0.070 
 """
 
 from rnnlab.tasks.ctc import ctc_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.config import smoke_schedule
 
 
 def get_config(variant: str = ""):

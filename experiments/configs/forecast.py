@@ -33,7 +33,7 @@ matches it; the non-linear Mackey-Glass series is in esn_mackey_glass.py.
 """
 
 from rnnlab.tasks.forecast import forecast_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.config import smoke_schedule
 
 VARIANTS = ("", "multistep", "ar", "csv", "smoke")
 

@@ -96,6 +96,16 @@ def get_config(variant: str = ""):
         "copy_gru": _run("copy", "gru", optim="rmsprop"),
     })
 
+    # --- the thresholds by which report.md decides each finding (experiments.gradient_flow) ---
+    f = c.findings = ml_collections.ConfigDict()
+    f.agree_rel = 0.15  # a fitted rate agrees with its Lyapunov exponent within this fraction
+    f.agree_abs = 0.01  # ... or within this many nats per step (rates near zero)
+    f.reference_radius = 0.9  # tanh Gaussian W_hh radius of the Pascanu finding and the LSTM
+    #                           comparison (one of sweep.radii)
+    f.vanish_factor = 1e-3  # "vanishes": ‖g‖ at lag T − T/10 below this fraction of lag 0's
+    f.lstm_min_decades = 2.0  # LSTM finding: its lag-compare_lag gradient at the largest forget
+    #                           bias is at least 10^this above the reference tanh RNN's
+
     if variant == "smoke":  # seconds: tiny cells, one seed, short sequences, 4 training steps
         s.cells = ("rnn_tanh", "rnn_relu", "lstm")
         s.hidden, s.batch, s.seeds, s.lengths = 8, 2, (0,), (12,)

@@ -24,7 +24,7 @@ outnumber negative ones): test accuracy 0.968 (validation 0.960) vs majority bas
 """
 
 from rnnlab.tasks.classify import classify_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.config import smoke_schedule
 
 VARIANTS = ("", "last", "bidir", "generated", "smoke")
 IMDB_TRAIN = 22_500  # TFDS train split minus the 10% validation hold-out

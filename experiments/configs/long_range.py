@@ -31,7 +31,7 @@ stays at the baseline for ~1.4k steps, then reaches 0.041 @1.8k and 0.0064 @1.9k
 variants were not run here (CPU time); the README's long-range table has the commands.
 """
 
-from rnnlab.train.config import base_config, synthetic_smoke
+from rnnlab.config import base_config, synthetic_smoke
 
 NAMES = ("lem_adding", "cornn_adding", "indrnn_adding", "exprnn_copy")
 

@@ -29,8 +29,9 @@ at epochs 300 and 400, weight decay 1.2e-6, clip 0.25, tied weights (last layer 
 width 200), no AR/TAR). Unrun here: 500 epochs need a GPU.
 """
 
-from rnnlab.tasks.lm import epoch_steps, lm_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.data.lm import epoch_steps
+from rnnlab.tasks.lm import lm_config
+from rnnlab.config import smoke_schedule
 
 PTB_CHAR_TRAIN_TOKENS = 5_017_482  # symbols + one end-of-line token per line, ptb.train.txt
 

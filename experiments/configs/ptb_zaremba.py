@@ -31,8 +31,9 @@ tutorial's medium/large use 0.8 instead of 1/1.2 and 1/1.15).
 | large   | 1500   | 35   | 0.65    | 0.04  | 10   | 14 | 1/1.15 | 55     |
 """
 
-from rnnlab.tasks.lm import epoch_steps, lm_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.data.lm import epoch_steps
+from rnnlab.tasks.lm import lm_config
+from rnnlab.config import smoke_schedule
 
 PTB_TRAIN_TOKENS = 929_589  # words + one <eos> per line in ptb.train.txt (Mikolov split)
 

@@ -35,7 +35,7 @@ sort, add and beam search at full size were not measured.
 """
 
 from rnnlab.tasks.seq2seq import seq2seq_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.config import smoke_schedule
 
 ATTENTIONS = ("bahdanau", "luong_dot", "luong_general")
 KINDS = ("reverse", "sort", "add", "files")

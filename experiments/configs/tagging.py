@@ -28,7 +28,7 @@ CoNLL not measured: no CoNLL data on the development machine.
 """
 
 from rnnlab.tasks.tagging import tagging_config
-from rnnlab.train.config import smoke_schedule
+from rnnlab.config import smoke_schedule
 
 VARIANTS = ("", "lag", "conll", "smoke")
 

@@ -8,7 +8,7 @@ Four classes (order of the X/Y symbols at t1 ∈ [0.1T, 0.2T), t2 ∈ [0.5T, 0.6
 accuracy 0.25. Expected: LSTM solves it (validation accuracy near 1); not yet measured here.
 """
 
-from rnnlab.train.config import base_config, synthetic_smoke
+from rnnlab.config import base_config, synthetic_smoke
 
 
 def get_config(variant: str = ""):

@@ -32,6 +32,9 @@ process_count=P` the stream keeps only rows `rnnlab.data.hosts.process_rows(batc
 contiguous slice of the token stream) and its windows are [batch / P, width]. The rows of all
 processes stacked in process order are exactly the single-process windows, so positions, epochs
 and results do not depend on the number of hosts.
+
+`epoch_steps` counts an epoch's train windows (for configs that state epochs as steps);
+`generated_corpus` is the pseudo-English corpus of smoke runs and tests (no files).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnlab.data.hosts import process_rows
+from rnnlab.data.text import Corpus
 
 
 class LMBatch(NamedTuple):
@@ -195,3 +199,31 @@ class LMStream:
     def __len__(self) -> int:
         """Windows per epoch (epoch 0 with random lengths)."""
         return len(self.positions(0))
+
+
+def epoch_steps(num_tokens: int, batch_size: int, bptt: int, random_length: bool = False,
+                std: float = 5.0, seed: int = 0) -> int:
+    """Train windows per epoch of a `num_tokens` stream (epoch 0's count with random lengths);
+    for configs that state a number of epochs as `train.steps`."""
+    stream = LMStream(np.zeros(num_tokens, np.int32), batch_size, bptt,
+                      random_length=random_length, std=std, seed=seed)
+    return len(stream.positions(0))
+
+
+def generated_corpus(num_sentences: int = 1200, seed: int = 0) -> Corpus:
+    """A small deterministic pseudo-English corpus (a toy grammar): smoke runs and tests that
+    need no files. Splits 80/10/10 by sentence; lines end with a newline."""
+    rng = np.random.default_rng(seed)
+    subjects = ["the cat", "a dog", "the old man", "my sister", "the market", "a bird",
+                "the company", "our teacher"]
+    verbs = ["sat on", "looked at", "bought", "sold", "saw", "walked to", "liked", "found"]
+    objects = ["the mat", "a house", "the river", "some bread", "the shares", "a letter",
+               "the garden", "the city"]
+    tails = ["", " today", " again", " in the morning", " last year", " with care"]
+    lines = []
+    for _ in range(num_sentences):
+        s, v, o, t = (rng.integers(len(x)) for x in (subjects, verbs, objects, tails))
+        lines.append(f"{subjects[s]} {verbs[v]} {objects[o]}{tails[t]} .")
+    a, b = int(0.8 * num_sentences), int(0.9 * num_sentences)
+    join = lambda ls: "\n".join(ls) + "\n"  # noqa: E731
+    return Corpus("generated", join(lines[:a]), join(lines[a:b]), join(lines[b:]))

@@ -200,3 +200,29 @@ def plot_outcome_vs_rate(points: dict, path: str, *, xlabel: str, ylabel: str, t
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_rate_vs_radius(series: dict, path: str, *, crossing: float | None = None,
+                        title: str = "Gradient growth rate vs spectral radius") -> str:
+    """Fitted rates (dots) and the Lyapunov reference (lines) against the spectral radius.
+
+    series: label -> {"radius", "rate", "lyapunov"} (lists of the same length) and "length"
+      (the sequence length T, shown in the legend).
+    crossing: optional radius where the rate crosses zero, drawn as a dotted vertical line.
+    """
+    if not series:
+        raise ValueError("plot_rate_vs_radius needs at least one series")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (label, s) in enumerate(series.items()):
+        ax.plot(s["radius"], s["lyapunov"], "-", color=f"C{i}",
+                label=f"{label} Lyapunov (T={s['length']})")
+        ax.plot(s["radius"], s["rate"], "o", color=f"C{i}", label=f"{label} fitted rate")
+    ax.axhline(0, color="k", lw=0.8)
+    if crossing is not None:
+        ax.axvline(crossing, color="C1", ls=":", label=f"ReLU crossing ≈ {crossing:.2f}")
+    ax.set_xlabel("spectral radius of W_hh (Gaussian)")
+    ax.set_ylabel("rate per step (log-norm slope)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -22,10 +22,10 @@ from rnnlab.data import digits
 from rnnlab.data.seq2seq import GENERATED_VOCAB
 from rnnlab.models.captioner import Captioner
 from rnnlab.models.seq2seq import Decoder, shift_right
-from rnnlab.tasks import register
+from rnnlab.tasks.base import register
 from rnnlab.tasks.seq2seq import (DecoderTask, GeneratedBatches, check_decoder_fields,
-                                  check_fields, decoder_model_fields, decoder_task_fields)
-from rnnlab.train.config import ConfigError, base_config, make_cells
+                                  decoder_model_fields, decoder_task_fields)
+from rnnlab.config import ConfigError, base_config, check_fields, make_cells
 
 
 def caption_config() -> ml_collections.ConfigDict:
@@ -97,7 +97,7 @@ class CaptionTask(GeneratedBatches, DecoderTask):
         self._set_decoding(t)
         self.model = make_model(config)
 
-    def recurrent_probe(self, params, batch):
+    def recurrent_probe(self, params, batch, carry=None):
         """(cell, cell_params, xs, carry) for `rnnlab.diagnostics`: the decoder's first recurrent
         layer on its teacher-forced inputs (embedded BOS, y_1, ...), starting from the carry the
         image features give it. The model has no `Recurrent` layer the engine could find."""

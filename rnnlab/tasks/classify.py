@@ -25,11 +25,11 @@ import ml_collections
 
 from rnnlab.data import classify as data
 from rnnlab.data.buckets import PaddedExamples
-from rnnlab.tasks import register
+from rnnlab.tasks.base import register
 from rnnlab.tasks.lm import DATA_DIR_ENV
-from rnnlab.tasks.padded import (PaddedTask, add_padded_fields, check_fields, check_padded,
+from rnnlab.tasks.padded import (PaddedTask, add_padded_fields, check_padded,
                                  save_or_check_run_files)
-from rnnlab.train.config import ConfigError, base_config
+from rnnlab.config import ConfigError, base_config, check_fields
 
 CORPORA = ("imdb", "files", "generated")
 POOLINGS = ("last", "mean")

@@ -26,9 +26,9 @@ import ml_collections
 
 from rnnlab.data import ctc as data
 from rnnlab.models import ctc as ctc_lib
-from rnnlab.tasks import register
-from rnnlab.tasks.seq2seq import GeneratedBatches, check_fields
-from rnnlab.train.config import ConfigError, base_config, make_cells
+from rnnlab.tasks.base import Task, dropout_rngs, register
+from rnnlab.tasks.seq2seq import GeneratedBatches
+from rnnlab.config import ConfigError, base_config, check_fields, check_positive_fields, make_cells
 
 
 def ctc_config() -> ml_collections.ConfigDict:
@@ -55,7 +55,7 @@ def ctc_config() -> ml_collections.ConfigDict:
     return c
 
 
-class CTCTask(GeneratedBatches):
+class CTCTask(GeneratedBatches, Task):
     """Frames -> labels with CTC (see the module docstring)."""
 
     carries_state = False
@@ -70,9 +70,8 @@ class CTCTask(GeneratedBatches):
                        t.max_gap, t.noise)
         except ValueError as e:
             raise ConfigError(f"config.task: {e}") from None
-        for f in ("feature_dim", "batch_size", "eval_batches", "steps_per_epoch"):
-            if t[f] <= 0:
-                raise ConfigError(f"config.task.{f}={t[f]!r} must be > 0")
+        check_positive_fields("task", t, ("feature_dim", "batch_size", "eval_batches",
+                                         "steps_per_epoch"))
         if t.beam_width < 0:
             raise ConfigError(f"config.task.beam_width={t.beam_width!r} must be >= 0")
 
@@ -102,7 +101,7 @@ class CTCTask(GeneratedBatches):
 
     def loss(self, params, batch, carry, rng, train):
         mask, labels = batch["mask"], batch["labels"]
-        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        rngs = dropout_rngs(rng, train)
         logits = self.model.apply({"params": params}, batch["frames"], mask, train=train,
                                   rngs=rngs)
         per_seq = ctc_lib.ctc_loss(logits, mask, labels, labels != ctc_lib.BLANK)

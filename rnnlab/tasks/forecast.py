@@ -30,10 +30,9 @@ import numpy as np
 
 from rnnlab.data import timeseries as ts
 from rnnlab.models.sequence import SequenceModel
-from rnnlab.tasks import register
+from rnnlab.tasks.base import Task, dropout_rngs, register
 from rnnlab.data.hosts import local_batch
-from rnnlab.tasks.padded import check_fields
-from rnnlab.train.config import ConfigError, base_config, make_cells
+from rnnlab.config import ConfigError, base_config, check_fields, check_positive_fields, make_cells
 
 SERIES = ("sines", "ar", "mackey_glass", "csv")
 
@@ -112,7 +111,7 @@ def window_batch(split: ts.SplitWindows, indices, rows: int) -> dict:
             "weights": (np.arange(rows) < len(indices)).astype(np.float32)}
 
 
-class ForecastTask:
+class ForecastTask(Task):
     """Direct multi-step forecasting of one series (see the module docstring)."""
 
     carries_state = False
@@ -126,9 +125,8 @@ class ForecastTask:
         if t.series not in SERIES:
             raise ConfigError(f"config.task.series={t.series!r} is not valid; valid choices: "
                               f"{list(SERIES)}")
-        for f in ("length", "lookback", "horizon", "stride", "batch_size", "eval_batch_size"):
-            if t[f] <= 0:
-                raise ConfigError(f"config.task.{f}={t[f]!r} must be > 0")
+        check_positive_fields("task", t, ("length", "lookback", "horizon", "stride", "batch_size",
+                                         "eval_batch_size"))
         if t.noise < 0:
             raise ConfigError(f"config.task.noise={t.noise!r} must be >= 0")
         if not t.periods or min(t.periods) <= 0:
@@ -191,7 +189,7 @@ class ForecastTask:
 
     def predict(self, params, inputs, rng=None, train=False):
         """inputs [batch, lookback, 1] -> forecasts [batch, horizon] (normalised units)."""
-        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        rngs = dropout_rngs(rng, train)
         return self.model.apply({"params": params}, inputs, train=train, rngs=rngs)[0]
 
     def loss(self, params, batch, carry, rng, train):

@@ -51,11 +51,12 @@ import numpy as np
 
 import rnnlab
 from rnnlab.data import text as text_lib
+from rnnlab.data import lm as lm_data
 from rnnlab.data.lm import LMStream
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.models import lm as lm_model
-from rnnlab.train.config import ConfigError, base_config, parse_cell_kwargs
-from rnnlab.tasks import register
+from rnnlab.config import ConfigError, base_config, check_positive_fields, parse_cell_kwargs
+from rnnlab.tasks.base import Task, dropout_rngs, register
 
 CORPORA = tuple(text_lib.names()) + ("generated",)  # "files" is in text_lib.names()
 DATA_DIR_ENV = "RNNLAB_DATA_DIR"  # default TFDS download_dir when task.download_dir is ""
@@ -110,39 +111,11 @@ def lm_config() -> ml_collections.ConfigDict:
     return c
 
 
-def epoch_steps(num_tokens: int, batch_size: int, bptt: int, random_length: bool = False,
-                std: float = 5.0, seed: int = 0) -> int:
-    """Train windows per epoch of a `num_tokens` stream (epoch 0's count with random lengths);
-    for configs that state a number of epochs as `train.steps`."""
-    stream = LMStream(np.zeros(num_tokens, np.int32), batch_size, bptt,
-                      random_length=random_length, std=std, seed=seed)
-    return len(stream.positions(0))
-
-
-def generated_corpus(num_sentences: int = 1200, seed: int = 0) -> text_lib.Corpus:
-    """A small deterministic pseudo-English corpus (a toy grammar): smoke runs and tests that
-    need no files. Splits 80/10/10 by sentence; lines end with a newline."""
-    rng = np.random.default_rng(seed)
-    subjects = ["the cat", "a dog", "the old man", "my sister", "the market", "a bird",
-                "the company", "our teacher"]
-    verbs = ["sat on", "looked at", "bought", "sold", "saw", "walked to", "liked", "found"]
-    objects = ["the mat", "a house", "the river", "some bread", "the shares", "a letter",
-               "the garden", "the city"]
-    tails = ["", " today", " again", " in the morning", " last year", " with care"]
-    lines = []
-    for _ in range(num_sentences):
-        s, v, o, t = (rng.integers(len(x)) for x in (subjects, verbs, objects, tails))
-        lines.append(f"{subjects[s]} {verbs[v]} {objects[o]}{tails[t]} .")
-    a, b = int(0.8 * num_sentences), int(0.9 * num_sentences)
-    join = lambda ls: "\n".join(ls) + "\n"  # noqa: E731
-    return text_lib.Corpus("generated", join(lines[:a]), join(lines[a:b]), join(lines[b:]))
-
-
 def load_corpus(t) -> text_lib.Corpus:
     """The corpus `config.task` names (see the field comments of `lm_config`)."""
     level = t.vocab_level or None
     if t.corpus == "generated":
-        corpus = generated_corpus()
+        corpus = lm_data.generated_corpus()
         if level == "char":
             corpus = dataclasses.replace(corpus, vocab_level="char", unit="char")
         return corpus
@@ -196,7 +169,7 @@ def make_model(config, vocab_size: int) -> lm_model.LanguageModel:
         weight_drop=m.weight_drop, unroll=m.unroll, remat=m.remat)
 
 
-class LMTask:
+class LMTask(Task):
     """Word- or character-level language modelling on one corpus (see the module docstring)."""
 
     carries_state = True
@@ -221,13 +194,9 @@ class LMTask:
         if t.vocab_level not in ("", "word", "char"):
             raise ConfigError(f"config.task.vocab_level={t.vocab_level!r} is not valid; valid "
                               "choices: '', 'word', 'char'")
-        for f in ("batch_size", "bptt", "eval_batch_size"):
-            if t[f] <= 0:
-                raise ConfigError(f"config.task.{f}={t[f]!r} must be > 0")
-        for f in ("test_batch_size", "eval_bptt", "vocab_max_size", "ar_alpha", "tar_beta",
-                  "bptt_std"):
-            if t[f] < 0:
-                raise ConfigError(f"config.task.{f}={t[f]!r} must be >= 0")
+        check_positive_fields("task", t, ("batch_size", "bptt", "eval_batch_size"))
+        check_positive_fields("task", t, ("test_batch_size", "eval_bptt", "vocab_max_size",
+                                         "ar_alpha", "tar_beta", "bptt_std"), allow_zero=True)
         if not isinstance(t.reset_at, str):
             raise ConfigError(f"config.task.reset_at={t.reset_at!r} must be a token string "
                               "(\"\" = off)")
@@ -393,7 +362,7 @@ class LMTask:
             fresh = self.initial_carry(inputs.shape[0])
             carry = jax.tree_util.tree_map(lambda z, c: jnp.where(batch["reset"], z, c),
                                            fresh, carry)
-        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        rngs = dropout_rngs(rng, train)
         # the streams pad only at the end of a row (rnnlab.data.lm), so per-row lengths say
         # what the mask says, in the form the fused cuDNN path accepts (rnnlab.fused)
         lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)
@@ -420,5 +389,5 @@ class LMTask:
 
 register("lm", LMTask)
 
-__all__ = ["LMTask", "epoch_steps", "generated_corpus", "lm_config", "load_corpus",
+__all__ = ["LMTask", "lm_config", "load_corpus",
            "make_model"]

@@ -32,7 +32,8 @@ from rnnlab.data.buckets import PaddedExamples, bucket_lengths
 from rnnlab.data.hosts import local_batch
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.models.sequence import SequenceModel
-from rnnlab.train.config import ConfigError, make_cells
+from rnnlab.tasks.base import Task, dropout_rngs
+from rnnlab.config import ConfigError, check_positive_fields, make_cells
 
 
 def add_padded_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -47,21 +48,9 @@ def add_padded_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     return c
 
 
-def check_fields(config, reference: ml_collections.ConfigDict, task_name: str,
-                 factory: str) -> None:
-    """ConfigError naming the task/model fields `config` lacks compared with `reference`."""
-    for section in ("task", "model"):
-        missing = sorted(set(reference[section].keys()) - set(config[section].keys()))
-        if missing:
-            raise ConfigError(f"config.{section} has no field(s) {missing} (task {task_name!r}); "
-                              f"start from {factory}")
-
-
 def check_padded(config) -> None:
-    t = config.task
-    for f in ("batch_size", "eval_batch_size", "max_length", "buckets", "pool"):
-        if t[f] <= 0:
-            raise ConfigError(f"config.task.{f}={t[f]!r} must be > 0")
+    check_positive_fields("task", config.task,
+                          ("batch_size", "eval_batch_size", "max_length", "buckets", "pool"))
 
 
 LABELS_FILE = "labels.json"
@@ -85,7 +74,7 @@ def save_or_check_run_files(workdir: str, vocab: Vocab, label_names) -> None:
                          f"{list(label_names)}; use a new workdir")
 
 
-class PaddedTask:
+class PaddedTask(Task):
     """Base class; see the module docstring."""
 
     carries_state = False
@@ -152,7 +141,7 @@ class PaddedTask:
         return self.model.initial_carry(batch_size)
 
     def loss(self, params, batch, carry, rng, train):
-        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        rngs = dropout_rngs(rng, train)
         logits, _ = self.model.apply({"params": params}, batch["inputs"], train=train,
                                      mask=batch["mask"], rngs=rngs)
         targets = batch["targets"]

@@ -45,8 +45,9 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.models import seq2seq as s2s
 from rnnlab.models.decoding import match_stats
 from rnnlab.models.lm import masked_sum_count, token_nll
-from rnnlab.tasks import register
-from rnnlab.train.config import ConfigError, base_config, make_cells, parse_cell_kwargs
+from rnnlab.tasks.base import Task, dropout_rngs, register
+from rnnlab.config import (ConfigError, base_config, check_fields, check_positive_fields,
+                           make_cells, parse_cell_kwargs)
 
 KINDS = data.KINDS + ("files",)
 SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = "source_vocab.json", "target_vocab.json"
@@ -99,15 +100,6 @@ def seq2seq_config() -> ml_collections.ConfigDict:
     m.bridge = "auto"  # decoder's first carry: copy (the encoder's final carry) | project |
     # none (zeros) | auto (copy when the carry shapes agree, else project)
     return c
-
-
-def check_fields(config, reference, task_name: str, maker: str) -> None:
-    """ConfigError naming the fields of `reference.task`/`.model` that `config` lacks."""
-    for section in ("task", "model"):
-        missing = sorted(set(reference[section].keys()) - set(config[section].keys()))
-        if missing:
-            raise ConfigError(f"config.{section} has no field(s) {missing} (task "
-                              f"{task_name!r}); start from {maker}")
 
 
 def check_decoder_fields(config) -> None:
@@ -173,7 +165,7 @@ class GeneratedBatches:
         return self._fixed(TEST)
 
 
-class DecoderTask:
+class DecoderTask(Task):
     """Base of the tasks whose model has a `Decoder`: teacher-forced loss, decoding metrics.
 
     Subclasses set `model`, `input_key` (the batch entry the model encodes) and
@@ -202,7 +194,7 @@ class DecoderTask:
 
     def loss(self, params, batch, carry, rng, train):
         inputs, target = batch[self.input_key], batch["target"]
-        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        rngs = dropout_rngs(rng, train)
         logits = self.model.apply({"params": params}, inputs, s2s.shift_right(target),
                                   train=train, rngs=rngs)
         real = target != data.PAD
@@ -248,9 +240,8 @@ class Seq2SeqTask(GeneratedBatches, DecoderTask):
             if t.level not in data.LEVELS:
                 raise ConfigError(f"config.task.level={t.level!r} is not valid; valid choices: "
                                   f"{list(data.LEVELS)}")
-            for f in ("max_vocab", "max_source_length", "max_target_length"):
-                if t[f] < 0:
-                    raise ConfigError(f"config.task.{f}={t[f]!r} must be >= 0")
+            check_positive_fields("task", t, ("max_vocab", "max_source_length",
+                                             "max_target_length"), allow_zero=True)
         elif not 1 <= t.min_length <= t.max_length:
             raise ConfigError(f"need 1 <= config.task.min_length <= config.task.max_length, "
                               f"got {t.min_length!r} and {t.max_length!r}")

@@ -12,10 +12,10 @@ import optax
 from rnnlab.data import synthetic
 from rnnlab.data.hosts import process_rows
 from rnnlab.models.sequence import SequenceModel
-from rnnlab.tasks import register
-from rnnlab.train.config import ConfigError, make_cells
+from rnnlab.tasks.base import Task, dropout_rngs, register
+from rnnlab.config import ConfigError, check_positive_fields, make_cells
 
-class SyntheticTask:
+class SyntheticTask(Task):
     """Base for the tasks of `rnnlab.data.synthetic`: batches drawn from fold_in(key, step).
 
     config.task fields: name, length (T), batch_size, eval_batches (fixed validation batches
@@ -41,9 +41,7 @@ class SyntheticTask:
         if t.length < cls.min_length:
             raise ConfigError(f"config.task.length={t.length!r} must be >= {cls.min_length} "
                               f"for task {t.name!r}")
-        for field in ("batch_size", "eval_batches", "steps_per_epoch"):
-            if t[field] <= 0:
-                raise ConfigError(f"config.task.{field}={t[field]!r} must be > 0")
+        check_positive_fields("task", t, ("batch_size", "eval_batches", "steps_per_epoch"))
 
     def __init__(self, config):
         t, m = config.task, config.model
@@ -79,7 +77,7 @@ class SyntheticTask:
         return self.model.initial_carry(batch_size)
 
     def apply(self, params, inputs, rng, train):
-        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        rngs = dropout_rngs(rng, train)
         outputs, _ = self.model.apply({"params": params}, inputs, train=train, rngs=rngs)
         return outputs
 

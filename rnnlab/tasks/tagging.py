@@ -29,10 +29,10 @@ import numpy as np
 
 from rnnlab.data import tagging as data
 from rnnlab.data.buckets import PaddedExamples, padded_vocab
-from rnnlab.tasks import register
-from rnnlab.tasks.padded import (PaddedTask, add_padded_fields, check_fields, check_padded,
+from rnnlab.tasks.base import register
+from rnnlab.tasks.padded import (PaddedTask, add_padded_fields, check_padded,
                                  save_or_check_run_files)
-from rnnlab.train.config import ConfigError, base_config
+from rnnlab.config import ConfigError, base_config, check_fields, check_positive_fields
 
 SOURCES = ("synthetic", "conll")
 
@@ -80,12 +80,9 @@ class TaggingTask(PaddedTask):
             if value not in choices:
                 raise ConfigError(f"config.{field}={value!r} is not valid; valid choices: "
                                   f"{list(choices)}")
-        for f in ("symbols", "num_tags", "min_length", "train_examples", "eval_examples"):
-            if t[f] <= 0:
-                raise ConfigError(f"config.task.{f}={t[f]!r} must be > 0")
-        for f in ("lag", "vocab_size"):
-            if t[f] < 0:
-                raise ConfigError(f"config.task.{f}={t[f]!r} must be >= 0")
+        check_positive_fields("task", t, ("symbols", "num_tags", "min_length", "train_examples",
+                                         "eval_examples"))
+        check_positive_fields("task", t, ("lag", "vocab_size"), allow_zero=True)
         if t.source == "synthetic" and t.min_length > t.max_length:
             raise ConfigError(f"config.task.min_length={t.min_length} must be <= "
                               f"task.max_length={t.max_length}")

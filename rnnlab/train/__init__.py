@@ -8,7 +8,8 @@ Modules: `config` (engine config sections + validation), `optim`, `state`, `step
 """
 
 from rnnlab.train.checkpoint import CheckpointError
-from rnnlab.train.config import ConfigError, RunError, base_config, validate
+from rnnlab.config import ConfigError, RunError, base_config
+from rnnlab.train.config import validate
 from rnnlab.train.loop import NonFiniteError, Result, evaluate, train_and_evaluate
 
 __all__ = ["CheckpointError", "ConfigError", "NonFiniteError", "Result", "RunError", "base_config",

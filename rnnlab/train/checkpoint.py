@@ -48,7 +48,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
-from rnnlab.train.config import RunError
+from rnnlab.config import RunError
 
 CHECKSUMS = "rnnlab_checksums.json"
 

@@ -1,24 +1,19 @@
-"""The engine's config sections (every field declared here, with a comment) and the one place
-where a whole experiment config is validated.
+"""The engine's field choices and the one place where a whole experiment config is validated.
 
-An experiment config (`experiments/configs/<name>.py`) starts from `base_config()`, fills in
-`task` and `model`, and overrides what it needs:
-
-    config = base_config()
-    config.task = ml_collections.ConfigDict(dict(name="adding", length=100, ...))
-    config.model.cell = "lstm"
-
-`validate(config)` checks every field against its valid values and raises `ConfigError` naming
-the field, the bad value and what would be valid; `train_and_evaluate` calls it before any work.
+The sections and their defaults are declared in `rnnlab.config.base_config` (every field with a
+comment). `validate(config)` checks every engine field against its valid values and then the
+task's own `validate` (registered in `rnnlab.tasks`), raising `ConfigError` naming the field,
+the bad value and what would be valid; `train_and_evaluate` calls it before any work.
 """
 
 from __future__ import annotations
 
-import ast
-
 import ml_collections
 
 import rnnlab
+import rnnlab.tasks as tasks
+from rnnlab.config import ConfigError, check_choice, check_positive, make_cells
+from rnnlab.train.optim import parse_lr_scales
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 CLIPPING = ("none", "global_norm", "value", "adaptive")
@@ -28,169 +23,20 @@ NONFINITE = ("stop", "skip")
 BEST_MODES = ("min", "max")
 
 
-class RunError(Exception):
-    """The run cannot start or go on for a reason the user fixes (a config field, a data file,
-    the workdir, its checkpoints, a diverged run): the message names it and the fix, and the
-    entry points print it as one line, without a traceback."""
-
-
-class ConfigError(RunError, ValueError):
-    """A config field holds a value that is not valid; the message names field and choices."""
-
-
-def base_config() -> ml_collections.ConfigDict:
-    """Defaults for the sections every experiment shares: seed, model, optim, train, diagnostics,
-    checkpoint, mesh."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0  # initialisation, dropout and data all derive from this seed
-
-    c.task = ml_collections.ConfigDict()  # filled by the experiment config (name = a task in
-    c.task.name = ""  # rnnlab.tasks.TASKS)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.cell = "lstm"  # any name in rnnlab.cells.names()
-    c.model.hidden = 128  # hidden units per layer
-    c.model.num_layers = 1  # stacked recurrent layers
-    c.model.cell_kwargs = ""  # extra cell fields: "forget_bias=1.0,peepholes=True"
-    c.model.embed_dim = 0  # token tasks: 0 = one-hot inputs, > 0 = embedding width
-    c.model.dropout = 0.0  # dropout between layers and before the readout
-    c.model.unroll = 1  # scan steps per compiled loop iteration (speed only; 0 = picked per
-    #                     shape by rnnlab.unroll.auto_unroll)
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # sgd | adam | adamw | rmsprop
-    c.optim.lr = 1e-3  # peak learning rate
-    c.optim.momentum = 0.0  # sgd: momentum (0 = plain SGD); rmsprop: momentum
-    c.optim.nesterov = False  # sgd with momentum: Nesterov's variant
-    c.optim.b1 = 0.9  # adam/adamw first-moment decay
-    c.optim.b2 = 0.999  # adam/adamw second-moment decay
-    c.optim.eps = 1e-8  # adam/adamw/rmsprop epsilon
-    c.optim.rms_decay = 0.9  # rmsprop: decay of the squared-gradient average
-    c.optim.weight_decay = 0.0  # adamw: decoupled; others: L2 term added to the gradient
-    c.optim.clip = "global_norm"  # none | global_norm | value | adaptive (Brock et al. 2021)
-    c.optim.clip_value = 1.0  # max global norm / max |g| / adaptive ratio, per `clip`
-    c.optim.lr_scales = ""  # per-parameter lr factors by key name: "skew=0.1" (expRNN's generator
-    #                         at lr/10); a cell's own bounds (IndRNN |u| <= 2^{1/T}) need no key
-    c.optim.schedule = "constant"  # constant | step (Zaremba-style decay) | multistep | cosine
-    c.optim.warmup_steps = 0  # linear warmup from 0 to lr before the schedule (0 = none)
-    c.optim.decay_after_epochs = 4  # step: keep lr for this many epochs, then decay per epoch
-    c.optim.decay_factor = 0.5  # step: lr multiplier per epoch after decay_after_epochs;
-    #                             multistep: lr multiplier at each milestone
-    c.optim.milestone_epochs = ()  # multistep: epochs at whose start lr is multiplied by
-    #                                decay_factor (AWD's --when 300 400)
-    c.optim.final_lr_fraction = 0.0  # cosine: final lr as a fraction of lr
-    c.optim.average = "none"  # iterate averaging: none | from_step | nt_asgd (Merity et al.
-    #   2017: starts when the validation loss is worse than the best of the evaluations more than
-    #   nt_asgd_nonmono evaluations ago); evaluation, test and best checkpoint use the average
-    c.optim.nt_asgd_nonmono = 5  # nt_asgd: the non-monotone interval n, in evaluations
-    c.optim.average_start = 0  # from_step: the optimiser step where averaging starts
-
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 10_000  # total optimiser steps
-    c.train.log_every = 100  # write train metrics (jsonl, TensorBoard, console) every N steps
-    c.train.eval_every = 1000  # evaluate on the validation batches every N steps (and at the end)
-    c.train.nonfinite = "stop"  # non-finite loss/grad: stop (error naming the step) | skip update
-    c.train.max_consecutive_skips = 10  # nonfinite=skip: stop once this many updates in a row
-    #                                     were skipped (the run has diverged; 0 = never stop)
-
-    c.diagnostics = ml_collections.ConfigDict()  # gradient flow logged during training
-    c.diagnostics.every = 0  # measure at step 0 and every N steps (0 = off); split
-    #                          "gradient_flow" in metrics.jsonl (rnnlab.diagnostics)
-    c.diagnostics.lags = (1, 10, 100)  # log the mean ‖∂L/∂h_{T-k}‖ at these lags k (k ≤ T)
-    c.diagnostics.max_samples = 16  # measure on the first samples of the train batch
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_steps = 1000  # save every N steps (0 = off); always at the end
-    c.checkpoint.every_secs = 600.0  # and/or when this many seconds passed since the last (0 = off)
-    c.checkpoint.keep = 3  # keep the last K checkpoints ...
-    c.checkpoint.keep_best = True  # ... plus the best by the task's validation metric
-    c.checkpoint.async_save = True  # write checkpoints in a background thread
-
-    c.mesh = ml_collections.ConfigDict()  # device mesh (rnnlab.train.mesh): data parallelism
-    c.mesh.data = -1  # devices on the "data" axis that splits every batch (-1 = all visible)
-    c.mesh.fsdp = False  # also shard params and optimiser state along "data" (else replicated)
-    c.mesh.fsdp_min_size = 2**14  # fsdp: leaves with fewer elements stay replicated
-    return c
-
-
-def synthetic_smoke(c: ml_collections.ConfigDict, length: int) -> ml_collections.ConfigDict:
-    """The `:smoke` variant shared by the synthetic-task configs: a tiny model on short
-    sequences for 6 steps, logging, evaluating and checkpointing every few steps (seconds)."""
-    c.task.length = length
-    c.task.batch_size = 8
-    c.task.eval_batches = 2
-    return smoke_schedule(c)
-
-
-def smoke_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The run schedule of every config's `:smoke` variant: hidden size 8, 6 train steps,
-    logging every 2, evaluating and checkpointing every 3 (the tests expect evaluations at
-    steps 3 and 6)."""
-    c.model.hidden = 8
-    c.train.steps = 6
-    c.train.log_every = 2
-    c.train.eval_every = 3
-    c.checkpoint.every_steps = 3
-    return c
-
-
-def parse_cell_kwargs(spec: str) -> dict:
-    """'forget_bias=1.0,peepholes=True' -> {'forget_bias': 1.0, 'peepholes': True}."""
-    out = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"model.cell_kwargs: bad item {item!r}; expected key=value pairs "
-                              "separated by commas, e.g. 'forget_bias=1.0,peepholes=True'")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()  # a bare word such as recurrent_init=identity
-    return out
-
-
-def make_cells(model_cfg) -> tuple:
-    """The per-layer cells for `config.model`."""
-    kwargs = parse_cell_kwargs(model_cfg.cell_kwargs)
-    n = model_cfg.num_layers
-    return tuple(rnnlab.cells.make(model_cfg.cell, model_cfg.hidden, **kwargs).for_layer(l, n)
-                 for l in range(n))
-
-
-def param_bounds(model_cfg) -> dict:
-    """{parameter name: max |value|} the cells of `config.model` ask the optimiser to keep
-    after every update (`Cell.param_bounds`; e.g. IndRNN's u_hh)."""
-    return {k: v for cell in make_cells(model_cfg) for k, v in cell.param_bounds().items()}
-
-
-def _choice(field: str, value, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"config.{field}={value!r} is not valid; valid choices: "
-                          f"{sorted(choices)}")
-
-
-def _positive(field: str, value, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        raise ConfigError(f"config.{field}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first invalid field (the task section is checked by the task's
     own `validate`, registered in `rnnlab.tasks`)."""
-    import rnnlab.tasks as tasks  # imported here: tasks imports this module
-
     for section in ("task", "model", "optim", "train", "diagnostics", "checkpoint", "mesh"):
         if section not in config:
             raise ConfigError(f"config has no section {section!r}; start from "
-                              "rnnlab.train.config.base_config()")
-    _choice("task.name", config.task.name, tasks.TASKS)
+                              "rnnlab.config.base_config()")
+    check_choice("task.name", config.task.name, tasks.TASKS)
     m = config.model
-    _choice("model.cell", m.cell, rnnlab.cells.names())
+    check_choice("model.cell", m.cell, rnnlab.cells.names())
     for f in ("hidden", "num_layers"):
-        _positive(f"model.{f}", m[f])
-    _positive("model.unroll", m.unroll, allow_zero=True)
-    _positive("model.embed_dim", m.embed_dim, allow_zero=True)
+        check_positive(f"model.{f}", m[f])
+    check_positive("model.unroll", m.unroll, allow_zero=True)
+    check_positive("model.embed_dim", m.embed_dim, allow_zero=True)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config.model.dropout={m.dropout!r} must be in [0, 1)")
     try:
@@ -202,16 +48,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"{where}: {e}") from None
 
     o = config.optim
-    _choice("optim.name", o.name, OPTIMIZERS)
-    _choice("optim.clip", o.clip, CLIPPING)
-    _choice("optim.schedule", o.schedule, SCHEDULES)
-    _positive("optim.lr", o.lr)
+    check_choice("optim.name", o.name, OPTIMIZERS)
+    check_choice("optim.clip", o.clip, CLIPPING)
+    check_choice("optim.schedule", o.schedule, SCHEDULES)
+    check_positive("optim.lr", o.lr)
     if o.clip != "none":
-        _positive("optim.clip_value", o.clip_value)
+        check_positive("optim.clip_value", o.clip_value)
     for f in ("momentum", "weight_decay", "warmup_steps", "decay_after_epochs",
               "final_lr_fraction"):
-        _positive(f"optim.{f}", o[f], allow_zero=True)
-    _positive("optim.decay_factor", o.decay_factor)
+        check_positive(f"optim.{f}", o[f], allow_zero=True)
+    check_positive("optim.decay_factor", o.decay_factor)
     if not all(isinstance(m, int) and m > 0 for m in o.milestone_epochs):
         raise ConfigError(f"config.optim.milestone_epochs={tuple(o.milestone_epochs)!r} must "
                           "be positive integers (epochs), e.g. (300, 400)")
@@ -219,39 +65,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config.optim.schedule='multistep' needs optim.milestone_epochs, "
                           "e.g. --config.optim.milestone_epochs='(300, 400)'")
 
-    from rnnlab.train.optim import parse_lr_scales  # here: rnnlab.train imports this module
-
     try:
         parse_lr_scales(o.lr_scales)
     except ValueError as e:
         raise ConfigError(f"config.{e}") from None
-    _choice("optim.average", o.average, AVERAGING)
-    _positive("optim.nt_asgd_nonmono", o.nt_asgd_nonmono)
-    _positive("optim.average_start", o.average_start, allow_zero=True)
+    check_choice("optim.average", o.average, AVERAGING)
+    check_positive("optim.nt_asgd_nonmono", o.nt_asgd_nonmono)
+    check_positive("optim.average_start", o.average_start, allow_zero=True)
 
     t = config.train
-    _positive("train.steps", t.steps)
-    _positive("train.log_every", t.log_every)
-    _positive("train.eval_every", t.eval_every)
-    _choice("train.nonfinite", t.nonfinite, NONFINITE)
+    check_positive("train.steps", t.steps)
+    check_positive("train.log_every", t.log_every)
+    check_positive("train.eval_every", t.eval_every)
+    check_choice("train.nonfinite", t.nonfinite, NONFINITE)
     if not isinstance(t.max_consecutive_skips, int) or t.max_consecutive_skips < 0:
         raise ConfigError(f"config.train.max_consecutive_skips={t.max_consecutive_skips!r} must "
                           "be an integer >= 0 (0 = never stop)")
 
     d = config.diagnostics
-    _positive("diagnostics.every", d.every, allow_zero=True)
-    _positive("diagnostics.max_samples", d.max_samples)
+    check_positive("diagnostics.every", d.every, allow_zero=True)
+    check_positive("diagnostics.max_samples", d.max_samples)
     if not all(isinstance(k, int) and k >= 0 for k in d.lags):
         raise ConfigError(f"config.diagnostics.lags={d.lags!r} must be non-negative integers")
 
     k = config.checkpoint
-    _positive("checkpoint.every_steps", k.every_steps, allow_zero=True)
-    _positive("checkpoint.every_secs", k.every_secs, allow_zero=True)
-    _positive("checkpoint.keep", k.keep)
+    check_positive("checkpoint.every_steps", k.every_steps, allow_zero=True)
+    check_positive("checkpoint.every_secs", k.every_secs, allow_zero=True)
+    check_positive("checkpoint.keep", k.keep)
 
     mesh = config.mesh
     if not (mesh.data == -1 or mesh.data > 0):
         raise ConfigError(f"config.mesh.data={mesh.data!r} must be -1 (all devices) or > 0")
-    _positive("mesh.fsdp_min_size", mesh.fsdp_min_size, allow_zero=True)
+    check_positive("mesh.fsdp_min_size", mesh.fsdp_min_size, allow_zero=True)
 
     tasks.TASKS[config.task.name].validate(config)

@@ -9,14 +9,14 @@
 3. runs `config.train.steps` steps: train metrics every `log_every` steps, evaluation on the
    task's validation batches every `eval_every` steps and at the end, checkpoints every
    `checkpoint.every_steps` steps and/or `checkpoint.every_secs` seconds and at the end;
-   a task with the optional `test_batches()` is then evaluated on its test split once
-   (metrics.jsonl split "test"); a task's optional `prepare(workdir)` runs before step 1;
+   a task whose `test_batches()` is not None is then evaluated on its test split once
+   (metrics.jsonl split "test"); the task's `prepare(workdir)` runs before step 1;
    with iterate averaging (`optim.average`) validation and test use the averaged parameters,
    eval records carry `average_start` and `averaged_iterates`, and the NT-ASGD trigger
    (`optimizer.observe`) sees every validation loss;
    with `diagnostics.every > 0`, the gradient flow of the model's first recurrent layer
    (`rnnlab.diagnostics.gradient_flow_metrics` on the train batch) is logged at step 0 and
-   every `every` steps (split "gradient_flow"; see `recurrent_probe`);
+   every `every` steps (split "gradient_flow"; see `rnnlab.tasks.Task.recurrent_probe`);
 4. on SIGTERM (preemption) saves a checkpoint after the current step and returns with
    `preempted=True` (multi-host: when JAX's preemption sync point is reached, at the same step
    on every process).
@@ -51,21 +51,20 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple
 
-import flax.linen as nn
 import jax
 import numpy as np
 from etils import epath
 
 from rnnlab.diagnostics import gradient_flow_metrics
-from rnnlab.models.recurrent import Recurrent
 from rnnlab.train import mesh as mesh_lib
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train.checkpoint import Checkpointer
-from rnnlab.train.config import ConfigError, RunError, param_bounds, validate
+from rnnlab.config import ConfigError, RunError, param_bounds
+from rnnlab.train.config import validate
 from rnnlab.train.optim import average_info, leaf_names, make_optimizer, parse_lr_scales
 from rnnlab.train.state import TrainState, create_sharded_state
 from rnnlab.train.steps import make_step_fns
-import rnnlab.tasks as tasks_lib  # a module import: rnnlab.tasks imports rnnlab.train.config
+import rnnlab.tasks as tasks_lib
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +134,9 @@ def _check_rows(task, layout) -> None:
     """ConfigError if a train, validation or test batch cannot be split across the mesh."""
     layout.check_rows(task.batch_size, "the train batch (task.batch_size)")
     for what, batches in (("a validation batch", task.eval_batches),
-                          ("a test batch", getattr(task, "test_batches", None))):
-        first = next(iter(batches()), None) if batches is not None else None
+                          ("a test batch", task.test_batches)):
+        split = batches()
+        first = next(iter(split), None) if split is not None else None
         if first is not None:
             layout.check_rows(layout.global_rows(first), what)
 
@@ -227,54 +227,11 @@ def _check_finite(state: TrainState, mode: str) -> None:
             "train.nonfinite=skip to skip such updates.")
 
 
-class _Probed(Exception):
-    pass
-
-
-def recurrent_probe(task, params, batch, carry=None) -> tuple:
-    """(cell, cell_params, xs, carry): the model's first recurrent layer and its inputs
-    xs [batch, time, features] on `batch` (after any embedding), for `rnnlab.diagnostics`.
-
-    `carry` is the model's state entering `batch` for tasks that carry it across batches
-    (`carries_state`; the train state's carry), else the task's initial carry is used.
-    A task may provide this as the optional member `recurrent_probe(params, batch)` (with a
-    `carry` argument when it carries state); otherwise the task's loss is run until its first
-    `rnnlab.models.Recurrent` layer is called.
-    """
-    if hasattr(task, "recurrent_probe"):
-        if task.carries_state:
-            return task.recurrent_probe(params, batch, carry)
-        return task.recurrent_probe(params, batch)
-    found = []
-
-    def interceptor(next_fun, args, kwargs, context):
-        if isinstance(context.module, Recurrent) and context.method_name == "__call__":
-            carry = args[1] if len(args) > 1 else kwargs.get("carry")
-            found.append((context.module.cell, context.module.variables["params"]["cell"],
-                          args[0], carry))
-            raise _Probed
-        return next_fun(*args, **kwargs)
-
-    leading = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    if carry is None and task.carries_state:
-        carry = task.initial_carry(leading)
-    try:
-        with nn.intercept_methods(interceptor):
-            task.loss(params, batch, carry, None, False)
-    except _Probed:
-        pass
-    if not found:
-        raise ValueError(f"diagnostics: {type(task).__name__}'s model has no "
-                         "rnnlab.models.Recurrent layer; give the task a "
-                         "recurrent_probe(params, batch) -> (cell, cell_params, xs, carry)")
-    return found[0]
-
-
 def _log_gradient_flow(task, d, state, step, writer, layout) -> None:
     """Gradient flow through the first recurrent layer on the next train batch, from the carry
     the run brings into it (stream tasks)."""
     batch = layout.global_batch(task.train_batch(step), "the train batch (task.batch_size)")
-    cell, cell_params, xs, carry = recurrent_probe(task, state.params, batch, state.carry)
+    cell, cell_params, xs, carry = task.recurrent_probe(state.params, batch, state.carry)
     writer.write({"step": step, "split": "gradient_flow", **gradient_flow_metrics(
         cell, cell_params, xs, carry=carry, lags=tuple(d.lags), prefix="",
         max_samples=d.max_samples)})
@@ -291,8 +248,7 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
     task = task if task is not None else _make_task(config)
     _check_rows(task, layout)
     _prepare_workdir(workdir)
-    if hasattr(task, "prepare"):  # optional Task member: run files such as a vocabulary
-        task.prepare(workdir)
+    task.prepare(workdir)  # run files such as a vocabulary
     tc, total = config.train, config.train.steps
     optimizer = make_optimizer(config.optim, task.steps_per_epoch, total,
                                param_bounds=param_bounds(config.model))
@@ -381,14 +337,15 @@ def train_and_evaluate(config, workdir: str, *, task: Any = None,
                     preempted = True
                     say(f"SIGTERM: saved a checkpoint at step {step}; exiting")
                     break
-        # optional Task member: the test split, evaluated once when training completes
-        if (step == total and not preempted and hasattr(task, "test_batches")
+        # the test split (when the task has one), evaluated once when training completes
+        test_batches = task.test_batches() if step == total and not preempted else None
+        if (test_batches is not None
                 and not mesh_lib.agree(primary and any(  # every process evaluates, or none
                     r["split"] == "test" and r["step"] == step
                     for r in metrics_lib.read_metrics(workdir)))):
             test_metrics = evaluate(task, eval_fn,
                                     optimizer.eval_params(state.opt_state, state.params),
-                                    task.test_batches())
+                                    test_batches)
             record = writer.write({"step": step, "split": "test", **test_metrics})
             say(metrics_lib.progress_line(record, total, task.metric))
     finally:

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rnnlab.train.config import ConfigError
+from rnnlab.config import ConfigError
 
 AXIS = "data"  # the mesh axis that splits batches (and FSDP-sharded parameters)
 DISTRIBUTED_ENV = "RNNLAB_DISTRIBUTED"
@@ -115,7 +115,7 @@ class Layout:
 
     @classmethod
     def from_config(cls, mesh_cfg) -> "Layout":
-        """The layout `config.mesh` describes (see rnnlab.train.config)."""
+        """The layout `config.mesh` describes (see rnnlab.config.base_config)."""
         return cls(make_mesh(mesh_cfg.data), bool(mesh_cfg.fsdp), int(mesh_cfg.fsdp_min_size))
 
     @property

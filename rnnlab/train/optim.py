@@ -271,7 +271,7 @@ def make_optimizer(o, steps_per_epoch: int, total_steps: int,
                    param_bounds: dict | None = None) -> Optimizer:
     """The clipping transform, the update chain, the schedule and the averaging hooks for
     `config.optim`; `param_bounds` {name: max |w|} adds `project_params` (the train loop passes
-    the cells' own, `rnnlab.train.config.param_bounds`)."""
+    the cells' own, `rnnlab.config.param_bounds`)."""
     schedule = make_schedule(o, steps_per_epoch, total_steps)
     decay = ([optax.add_decayed_weights(o.weight_decay)]
              if o.weight_decay and o.name != "adamw" else [])

@@ -41,7 +41,7 @@ def train_step(task, optimizer, state: TrainState, batch):
     rng, step_rng = jax.random.split(state.rng)
     carry = state.carry
     if task.carries_state:
-        if not getattr(task, "resets_carry", False):  # optional Task member (rnnlab.tasks)
+        if not task.resets_carry:
             reset = state.step % task.steps_per_epoch == 0
             carry = _where(reset, task.initial_carry(task.batch_size), carry)
         carry = jax.lax.stop_gradient(carry)
@@ -50,7 +50,8 @@ def train_step(task, optimizer, state: TrainState, batch):
 
     clip_state, opt_state = state.opt_state
     clipped_grads, new_clip_state = optimizer.clip.update(grads, clip_state, state.params)
-    scale = {"update_scale": task.update_scale(batch)} if hasattr(task, "update_scale") else {}
+    scale = task.update_scale(batch)
+    scale = {} if scale is None else {"update_scale": scale}
     updates, new_opt_state = optimizer.update.update(clipped_grads, opt_state, state.params,
                                                      **scale)
     grad_norm = optax.tree.norm(grads)
