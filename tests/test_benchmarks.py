@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import xla_flags
 
-from experiments.benchmarks import speed
+from experiments.benchmarks import lm_workers, speed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_matmul_flops_lstm_workload_a():
     cfg = speed.WORKLOADS["A"]
     per_token_fwd = 2 * (650 * 2600 + 650 * 2600) * 2 + 2 * 650 * 10000
-    assert speed.matmul_flops("lstm", cfg) == 3 * per_token_fwd * 20 * 35
+    assert lm_workers.matmul_flops("lstm", cfg) == 3 * per_token_fwd * 20 * 35
 
 
 def test_plan_limits_parallel_cells_to_long_workload_and_rnnlab():
@@ -67,15 +67,15 @@ def test_rnnlab_step_options_keep_the_math():
     import jax.numpy as jnp
 
     cfg = speed.QUICK["B"]
-    w = speed.make_weights("lstm", cfg)
-    xs, ys = speed.make_batches(cfg, n=1)
+    w = lm_workers.make_weights("lstm", cfg)
+    xs, ys = lm_workers.make_batches(cfg, n=1)
     losses = {}
     for name, spec in {
         "flax": dict(impl="flax"),
         "rnnlab": dict(impl="rnnlab", unroll="auto", remat=True),
         "bf16": dict(impl="rnnlab", unroll="2", dtype="bfloat16"),
     }.items():
-        step, params, carry = speed.jax_train_step(dict(spec, cell="lstm", cfg=cfg), w)
+        step, params, carry = lm_workers.jax_train_step(dict(spec, cell="lstm", cfg=cfg), w)
         losses[name] = float(step(params, carry, jnp.asarray(xs[0]), jnp.asarray(ys[0]))[2])
     assert abs(losses["rnnlab"] - losses["flax"]) < 1e-5, losses
     assert abs(losses["bf16"] - losses["flax"]) < 1e-2, losses

@@ -163,17 +163,17 @@ def bench_memory(seqs):
     import jax
     import jax.numpy as jnp
 
-    from experiments.benchmarks import speed
+    from experiments.benchmarks import lm_workers, speed
 
     rows = []
     for seq in seqs:
         cfg = dict(speed.WORKLOADS["L"], seq=seq)
-        w = speed.make_weights("lstm", cfg)
+        w = lm_workers.make_weights("lstm", cfg)
         x = jnp.zeros((cfg["batch"], seq), jnp.int32)
         row = {"seq": seq}
         for name, remat in (("none", False), ("every_step", 1), ("chunked", True)):
             spec = dict(impl="rnnlab", cell="lstm", cfg=cfg, remat=remat, unroll=1)
-            step, params, carry0 = speed.jax_train_step(spec, w)
+            step, params, carry0 = lm_workers.jax_train_step(spec, w)
             mem = jax.jit(step, donate_argnums=(0, 1)).lower(params, carry0, x, x).compile()
             row[name] = mem.memory_analysis().temp_size_in_bytes / 2**20
         row["chunked_over_none"] = row["chunked"] / row["none"]

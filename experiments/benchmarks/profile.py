@@ -25,12 +25,12 @@ import time
 
 from absl import app, flags
 
-from experiments.benchmarks import speed
+from experiments.benchmarks import lm_workers, speed
 
 # --workload, --quick, --fused, --unroll, --dtype, --warmup and --steps are speed.py's flags (with
 # defaults B, 3 and 3 here); these are this script's own
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("cell", "lstm", sorted(speed.GATES), "cell")
+flags.DEFINE_enum("cell", "lstm", sorted(lm_workers.GATES), "cell")
 flags.DEFINE_enum("impl", "rnnlab", ["rnnlab", "flax"], "JAX implementation")
 flags.DEFINE_integer("top", 25, "operations to print")
 flags.DEFINE_string("trace_dir", "", "where the trace goes ('' = a temporary directory)")
@@ -76,9 +76,10 @@ def main(argv):
     cfg = (speed.QUICK if FLAGS.quick else speed.WORKLOADS)[FLAGS.workload]
     spec = dict(impl=FLAGS.impl, cell=FLAGS.cell, cfg=cfg, fused=FLAGS.fused,
                 unroll=FLAGS.unroll, dtype=FLAGS.dtype)
-    xs, ys = speed.make_batches(cfg)
+    xs, ys = lm_workers.make_batches(cfg)
     x, y = jnp.asarray(xs[0]), jnp.asarray(ys[0])
-    step, state, _, _ = speed.compile_jax_step(spec, speed.make_weights(FLAGS.cell, cfg), x, y)
+    w = lm_workers.make_weights(FLAGS.cell, cfg)
+    step, state, _, _ = lm_workers.compile_jax_step(spec, w, x, y)
     hlo = step.as_text()
 
     def run(n):

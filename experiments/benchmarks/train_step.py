@@ -5,7 +5,8 @@ cross-entropy, loss.backward(), clip_grad_norm_, SGD), on the same batches.
 
     python -m experiments.benchmarks.train_step --config=experiments/configs/ptb_zaremba.py:small \
         --config.task.download_dir=DIR --config.task.download=False --out=runs/bench/small.json
-    python -m experiments.benchmarks.train_step --config=experiments/configs/ptb_zaremba.py:medium ...
+    python -m experiments.benchmarks.train_step \
+        --config=experiments/configs/ptb_zaremba.py:medium ...
     python -m experiments.benchmarks.train_step --config=experiments/configs/ptb_zaremba.py:smoke \
         --steps=3 --warmup=1                                          # seconds, toy corpus
 
@@ -83,6 +84,7 @@ def worker_torch(config, steps, warmup):
     import numpy as np
     import torch
 
+    from experiments.benchmarks.lm_workers import torch_lm
     from rnnlab import tasks as tasks_lib
     from rnnlab.config import parse_cell_kwargs
 
@@ -98,20 +100,7 @@ def worker_torch(config, steps, warmup):
     init = float(cell_kwargs.get("init_scale", m.embed_init_scale))
     fb = float(cell_kwargs.get("forget_bias", 1.0))
 
-    class LM(torch.nn.Module):  # pytorch/examples word_language_model's RNNModel (LSTM)
-        def __init__(self):
-            super().__init__()
-            self.drop = torch.nn.Dropout(p)
-            self.encoder = torch.nn.Embedding(vocab, m.embed_dim)
-            self.rnn = torch.nn.LSTM(m.embed_dim, m.hidden, m.num_layers, dropout=p,
-                                     batch_first=True)
-            self.decoder = torch.nn.Linear(m.hidden, vocab)
-
-        def forward(self, x, hidden):
-            out, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
-            return self.decoder(self.drop(out)), hidden
-
-    model = LM()
+    model = torch_lm("lstm", vocab, m.embed_dim, m.hidden, m.num_layers, dropout=p)
     with torch.no_grad():
         for w in model.parameters():
             w.uniform_(-init, init)
