@@ -7,7 +7,7 @@ The config is a forecasting config (`rnnlab.tasks.forecast`) with an extra `esn`
 models see exactly the same train / validation / test windows:
 
   DIR/esn/      the ESN: reservoir `rnnlab.cells.ESN` driven by each window, readout fitted in
-                closed form (`rnnlab.tasks.esn`); metrics.jsonl holds its "eval" (validation)
+                closed form (`rnnlab.tasks.forecast.fit_readout`); metrics.jsonl holds its "eval" (validation)
                 and "test" records at step 0, in the forecasting task's metric names, plus
                 `ridge_alpha` and `fit_seconds`
   DIR/<cell>/   `train_and_evaluate` of the config's model, e.g. DIR/lstm (any cell; a normal
@@ -69,7 +69,7 @@ def run(config, workdir: str, progress=lambda line: None) -> dict:
     import jax
 
     import rnnlab
-    from rnnlab.tasks import esn as esn_lib
+    from rnnlab.tasks import forecast as esn_lib
     from rnnlab.tasks import make_task
     from rnnlab.train import metrics as metrics_lib
     from rnnlab.train import train_and_evaluate, validate

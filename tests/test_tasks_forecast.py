@@ -184,7 +184,7 @@ def test_esn_readout_on_mackey_glass_windows():
     its metrics equal a direct numpy evaluation, and it beats the naive forecast."""
     import rnnlab
     from experiments.configs.esn_mackey_glass import get_config
-    from rnnlab.tasks import esn as esn_lib
+    from rnnlab.tasks import forecast as esn_lib
 
     config = get_config("smoke")
     data = make_task(config).data

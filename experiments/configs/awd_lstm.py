@@ -38,6 +38,8 @@ Differences from the published setup:
     development machine, and 500 epochs of this 24M-parameter model need a GPU for days.
 """
 
+from experiments.configs._common import lm_smoke, train_schedule
+from rnnlab.config import parse_variant
 from rnnlab.data.lm import epoch_steps
 from rnnlab.tasks.lm import lm_config
 
@@ -49,9 +51,7 @@ VARIANTS = {
 
 
 def get_config(variant: str = "ptb"):
-    if variant not in (*VARIANTS, "smoke"):
-        raise ValueError(f"unknown variant {variant!r} of awd_lstm.py; valid: "
-                         f"{sorted(VARIANTS) + ['smoke']}")
+    variant = parse_variant(variant, (*VARIANTS, "smoke"), "awd_lstm.py")
     corpus, tokens, batch, dropout_hidden, dropout_input, epochs = VARIANTS.get(
         variant, VARIANTS["ptb"])
     per_epoch = epoch_steps(tokens, batch, 70, random_length=True)  # epoch 0: 687 PTB, 386 WT2
@@ -61,22 +61,17 @@ def get_config(variant: str = "ptb"):
     c.task.batch_size = batch  # rows of the train stream
     c.task.bptt = 70  # mean window length
     c.task.random_length = True  # AWD: max(5, N(70, 5)), N(35, 5) with probability 0.05
-    c.task.bptt_std = 5.0
-    c.task.eval_batch_size = 10
     c.task.test_batch_size = 1
     c.task.eval_bptt = 70
     c.task.ar_alpha = 2.0  # AR on the dropped last-layer output
     c.task.tar_beta = 1.0  # TAR on the undropped last-layer output
 
-    c.model.cell = "lstm"
     c.model.cell_kwargs = "forget_bias=0.0"  # PyTorch-style LSTM: weights U(±1/sqrt(hidden))
     c.model.hidden = 1150  # layers 1 and 2
     c.model.num_layers = 3
     c.model.last_hidden = 400  # layer 3 = embedding width, so the readout can be tied
     c.model.embed_dim = 400
-    c.model.tie_weights = True
-    c.model.embed_init_scale = 0.1  # embedding ~ U(±0.1), readout bias 0
-    c.model.dropout = 0.0  # unused: each dropout is set below
+    c.model.tie_weights = True  # (lm_config: embedding ~ U(±0.1), readout bias 0)
     c.model.dropout_output = 0.4
     c.model.dropout_hidden = dropout_hidden
     c.model.dropout_input = dropout_input
@@ -85,36 +80,22 @@ def get_config(variant: str = "ptb"):
     c.model.weight_drop = 0.5  # DropConnect on the recurrent matrices
 
     c.optim.name = "sgd"
-    c.optim.lr = 30.0
-    c.optim.clip = "global_norm"
+    c.optim.lr = 30.0  # constant, x window length / 70 per step (LMTask.update_scale)
     c.optim.clip_value = 0.25
     c.optim.weight_decay = 1.2e-6  # L2 term added to the gradient (after clipping, as PyTorch)
-    c.optim.schedule = "constant"  # (x window length / 70 per step: LMTask.update_scale)
-    c.optim.average = "nt_asgd"  # switch to averaged SGD when validation stops improving
-    c.optim.nt_asgd_nonmono = 5  # ... compared with the best of the evaluations > 5 epochs ago
+    c.optim.average = "nt_asgd"  # averaged SGD once validation is worse than the best of the
+    # evaluations > 5 epochs ago (lm_config's nt_asgd_nonmono)
 
-    c.train.steps = epochs * per_epoch
-    c.train.log_every = 200
-    c.train.eval_every = per_epoch  # NT-ASGD's logging interval: one epoch
-
-    c.checkpoint.every_steps = per_epoch  # (the best epoch is kept: checkpoint.keep_best)
+    # validation (NT-ASGD's logging interval) and a checkpoint every epoch (the best is kept)
+    train_schedule(c, epochs * per_epoch, per_epoch, log_every=200)
     c.checkpoint.every_secs = 1800.0
 
     if variant == "smoke":  # seconds: tiny model on the built-in toy corpus
-        c.task.corpus = "generated"
-        c.task.batch_size = 4
-        c.task.bptt = 8
-        c.task.bptt_std = 2.0
-        c.task.eval_batch_size = 4
-        c.task.test_batch_size = 4  # = eval_batch_size: one compiled eval step
-        c.task.eval_bptt = 8
+        # test batch = eval batch: one compiled eval step
+        lm_smoke(c, 8, bptt_std=2.0, test_batch_size=4, eval_bptt=8)
         c.model.hidden = 12
         c.model.num_layers = 2
         c.model.last_hidden = 8
-        c.model.embed_dim = 8
         c.optim.nt_asgd_nonmono = 1  # with lr 30, NT-ASGD starts averaging at step 5 (CPU)
-        c.train.steps = 8
-        c.train.log_every = 2
-        c.train.eval_every = 1
-        c.checkpoint.every_steps = 3
+        train_schedule(c, 8, 1, checkpoint_every=3, log_every=2)
     return c

@@ -22,17 +22,16 @@ bpc at the same 3,000 steps; validation flat over the last 200 steps).
 TFDS splits the text 90/5/5 by characters: train 1,003,854, validation 55,770, test 55,770.
 """
 
+from experiments.configs._common import adam_cosine, lm_smoke, train_schedule
+from rnnlab.config import parse_variant, smoke_schedule
 from rnnlab.data.lm import epoch_steps
 from rnnlab.tasks.lm import lm_config
-from rnnlab.config import smoke_schedule
 
 TRAIN_CHARS = 1_003_854  # TFDS tiny_shakespeare train split
 
 
 def get_config(variant: str = ""):
-    if variant not in ("", "smoke"):
-        raise ValueError(f"unknown variant {variant!r} of char_shakespeare.py; valid: '' or "
-                         "'smoke'")
+    variant = parse_variant(variant, ("", "smoke"), "char_shakespeare.py")
     c = lm_config()
     c.task.corpus = "tiny_shakespeare"  # TFDS; character-level vocabulary (65 symbols)
     c.task.batch_size = 32  # rows of the train stream
@@ -40,34 +39,16 @@ def get_config(variant: str = ""):
     c.task.eval_batch_size = 16  # validation / test rows
     c.task.eval_bptt = 200  # validation / test window (longer: fewer, cheaper calls)
 
-    c.model.cell = "lstm"
     c.model.hidden = 384  # LSTM units per layer
     c.model.num_layers = 2
     c.model.embed_dim = 64  # character embedding width
     c.model.dropout = 0.25  # non-recurrent: inputs, between the layers, before the readout
 
-    c.optim.name = "adam"
-    c.optim.lr = 2e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
-    c.optim.schedule = "cosine"  # decays to final_lr_fraction · lr over train.steps
-    c.optim.final_lr_fraction = 0.1
+    adam_cosine(c, lr=2e-3)  # decays to 0.1 lr over train.steps
 
     per_epoch = epoch_steps(TRAIN_CHARS, 32, 100)  # 314 windows of 32 x 100 characters
-    c.train.steps = 3_000  # ~9.5 epochs, ~9.6M characters
-    c.train.log_every = 50
-    c.train.eval_every = per_epoch
-
-    c.checkpoint.every_steps = per_epoch
-    c.checkpoint.every_secs = 600.0
+    train_schedule(c, 3_000, per_epoch, log_every=50)  # ~9.5 epochs, ~9.6M characters
 
     if variant == "smoke":  # seconds: tiny model on the built-in toy text, characters
-        c.task.corpus = "generated"
-        c.task.vocab_level = "char"
-        c.task.batch_size = 4
-        c.task.bptt = 10
-        c.task.eval_batch_size = 4
-        c.task.eval_bptt = 20
-        c.model.embed_dim = 8
-        smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
+        smoke_schedule(lm_smoke(c, 10, vocab_level="char", eval_bptt=20))
     return c

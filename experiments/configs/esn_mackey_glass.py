@@ -28,23 +28,20 @@ Measured (test split, 817 windows; shared 2-core CPU at load average ~12, 9 min 
 
 import ml_collections
 
+from experiments.configs._common import adam_cosine, train_schedule
+from rnnlab.config import parse_variant
 from rnnlab.tasks.forecast import forecast_config
 
 VARIANTS = ("", "smoke")
 
 
 def get_config(variant: str = ""):
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of esn_mackey_glass.py; valid: "
-                         f"{list(VARIANTS)}")
+    variant = parse_variant(variant, VARIANTS, "esn_mackey_glass.py")
     c = forecast_config()
-    c.task.series = "mackey_glass"
-    c.task.mg_tau = 17.0  # chaotic regime
+    c.task.series = "mackey_glass"  # forecast_config's tau 17: the chaotic regime
     c.task.length = 6_000  # samples (one per time unit)
     c.task.lookback = 100  # window the ESN and the LSTM read
     c.task.horizon = 84  # forecast 84 steps at once (mse_first: 1 step, mse_last: 84 steps)
-    c.task.stride = 1
-    c.task.batch_size = 64
     c.task.eval_batch_size = 250
 
     c.esn = ml_collections.ConfigDict()  # the reservoir (rnnlab.cells.ESN) and its readout
@@ -56,20 +53,9 @@ def get_config(variant: str = ""):
     c.esn.sparsity = 0.9  # fraction of zero recurrent weights
     c.esn.ridge_alphas = (1e-10, 1e-8, 1e-6, 1e-4)  # penalties tried; best on validation used
 
-    c.model.cell = "lstm"  # the trained comparison model
-    c.model.hidden = 64
-
-    c.optim.name = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.05
-
-    c.train.steps = 2_000  # ~32 epochs of the 3,817 train windows
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.checkpoint.every_steps = 500
+    c.model.hidden = 64  # the trained comparison LSTM
+    adam_cosine(c, final_lr_fraction=0.05)
+    train_schedule(c, 2_000, 500)  # ~32 epochs of the 3,817 train windows
 
     if variant == "smoke":
         c.task.length = 600
@@ -80,8 +66,5 @@ def get_config(variant: str = ""):
         c.esn.hidden = 20
         c.esn.ridge_alphas = (1e-6, 1e-2)
         c.model.hidden = 8
-        c.train.steps = 4
-        c.train.log_every = 2
-        c.train.eval_every = 2
-        c.checkpoint.every_steps = 2
+        train_schedule(c, 4, 2, log_every=2)
     return c

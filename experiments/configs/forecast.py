@@ -32,46 +32,25 @@ On these linear-Gaussian series the least-squares window is (near) optimal and t
 matches it; the non-linear Mackey-Glass series is in esn_mackey_glass.py.
 """
 
+from experiments.configs._common import adam_cosine, train_schedule
+from rnnlab.config import parse_variant, smoke_schedule
 from rnnlab.tasks.forecast import forecast_config
-from rnnlab.config import smoke_schedule
 
 VARIANTS = ("", "multistep", "ar", "csv", "smoke")
 
 
 def get_config(variant: str = ""):
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of forecast.py; valid: {list(VARIANTS)}")
-    c = forecast_config()
-    c.task.series = "sines"
-    c.task.length = 5_000  # steps of the generated series
-    c.task.periods = (20.0, 53.0)
-    c.task.noise = 0.1
-    c.task.lookback = 50
-    c.task.horizon = 1
-    c.task.stride = 1
-    c.task.batch_size = 64
+    variant = parse_variant(variant, VARIANTS, "forecast.py")
+    c = forecast_config()  # the sines of "" (5,000 steps), windows of 50 predicting 1
     c.task.eval_batch_size = 250
-
-    c.model.cell = "lstm"  # any name in rnnlab.cells.names() (tdnn: the non-recurrent baseline)
-    c.model.hidden = 32
-
-    c.optim.name = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.1
-
-    c.train.steps = 1_500  # ~28 epochs of the 3,450 train windows
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.checkpoint.every_steps = 500
+    c.model.hidden = 32  # LSTM units
+    adam_cosine(c)
+    train_schedule(c, 1_500, 500)  # ~28 epochs of the 3,450 train windows
 
     if variant == "multistep":
         c.task.horizon = 20
     elif variant == "ar":
-        c.task.series = "ar"
-        c.task.ar_coeffs = (0.5, -0.3, 0.4)
+        c.task.series = "ar"  # forecast_config's AR(3) coefficients
         c.task.noise = 1.0
         c.task.lookback = 20
     elif variant == "csv":

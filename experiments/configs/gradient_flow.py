@@ -28,6 +28,8 @@ Expected result (default config; report.md states each one as measured, holds / 
 
 import ml_collections
 
+from rnnlab.config import parse_variant
+
 SWEEP_CELLS = ("rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")
 
 
@@ -46,6 +48,7 @@ def _run(task, cell, cell_kwargs="", optim="adam", lr=1e-3, clip="global_norm",
 
 
 def get_config(variant: str = ""):
+    variant = parse_variant(variant, ("", "smoke"), "gradient_flow.py")
     c = ml_collections.ConfigDict()
     c.seed = 0  # seed of the training runs (weights and data)
 
@@ -118,6 +121,4 @@ def get_config(variant: str = ""):
             "adding_relu_noclip": _run("adding", "rnn_relu", relu, "sgd", 0.01, "none"),
             "adding_relu_clip1": _run("adding", "rnn_relu", relu, "sgd", 0.01, "global_norm"),
         })
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} of gradient_flow.py; valid: '' or 'smoke'")
     return c

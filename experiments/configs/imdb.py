@@ -23,46 +23,27 @@ outnumber negative ones): test accuracy 0.968 (validation 0.960) vs majority bas
 1,000 steps, 3 min 14 s on the shared 2-core CPU (load average ~13).
 """
 
+from experiments.configs._common import train_schedule
+from rnnlab.config import parse_variant, smoke_schedule
 from rnnlab.tasks.classify import classify_config
-from rnnlab.config import smoke_schedule
 
 VARIANTS = ("", "last", "bidir", "generated", "smoke")
 IMDB_TRAIN = 22_500  # TFDS train split minus the 10% validation hold-out
 
 
 def get_config(variant: str = ""):
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of imdb.py; valid: {list(VARIANTS)}")
-    c = classify_config()
+    variant = parse_variant(variant, VARIANTS, "imdb.py")
+    c = classify_config()  # word embedding 128, 1-layer LSTM 128; Adam 1e-3, clipping 1
     c.task.corpus = "imdb"  # TFDS imdb_reviews (labels: 0 negative, 1 positive)
-    c.task.valid_fraction = 0.1  # 2,500 train reviews held out for validation
-    c.task.vocab_size = 20_000  # most frequent train words (+ <pad>, <unk>)
     c.task.max_length = 400  # tokens kept per review
     c.task.truncate = "tail"  # keep a long review's last 400 tokens (its verdict)
-    c.task.buckets = 4  # padded lengths 56, 104, 200, 400
     c.task.batch_size = 64  # reviews per train step
     c.task.eval_batch_size = 250  # reviews per validation / test batch
-
-    c.model.cell = "lstm"  # any name in rnnlab.cells.names() (tdnn: the non-recurrent baseline)
-    c.model.hidden = 128  # LSTM units
-    c.model.num_layers = 1
-    c.model.embed_dim = 128  # word embedding width
     c.model.dropout = 0.3  # on the LSTM outputs before the readout
     c.model.pooling = "mean"  # masked mean over the real tokens | last
-    c.model.bidirectional = False
-
-    c.optim.name = "adam"
-    c.optim.lr = 1e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
 
     per_epoch = IMDB_TRAIN // c.task.batch_size  # 351 steps
-    c.train.steps = 3 * per_epoch
-    c.train.log_every = 50
-    c.train.eval_every = per_epoch
-
-    c.checkpoint.every_steps = per_epoch
-    c.checkpoint.every_secs = 600.0
+    train_schedule(c, 3 * per_epoch, per_epoch, log_every=50)
 
     if variant == "last":
         c.model.pooling = "last"
@@ -78,9 +59,7 @@ def get_config(variant: str = ""):
         c.model.hidden = 32
         c.model.embed_dim = 16
         c.model.dropout = 0.0
-        c.train.steps = 1000
-        c.train.eval_every = 250
-        c.checkpoint.every_steps = 250
+        train_schedule(c, 1000, 250)
     elif variant == "smoke":  # seconds: a tiny model on a few toy reviews
         c.task.corpus = "generated"
         c.task.generated_examples = 200

@@ -29,17 +29,16 @@ at epochs 300 and 400, weight decay 1.2e-6, clip 0.25, tied weights (last layer 
 width 200), no AR/TAR). Unrun here: 500 epochs need a GPU.
 """
 
+from experiments.configs._common import adam_cosine, lm_smoke, train_schedule
+from rnnlab.config import parse_variant, smoke_schedule
 from rnnlab.data.lm import epoch_steps
 from rnnlab.tasks.lm import lm_config
-from rnnlab.config import smoke_schedule
 
 PTB_CHAR_TRAIN_TOKENS = 5_017_482  # symbols + one end-of-line token per line, ptb.train.txt
 
 
 def get_config(variant: str = "cpu"):
-    if variant not in ("cpu", "awd", "smoke"):
-        raise ValueError(f"unknown variant {variant!r} of ptb_char.py; valid: "
-                         "['awd', 'cpu', 'smoke']")
+    variant = parse_variant(variant, ("cpu", "awd", "smoke"), "ptb_char.py")
     c = lm_config()
     c.task.corpus = "ptb_char"  # TFDS builder rnnlab_ptb/char (derived from the word files)
 
@@ -48,34 +47,26 @@ def get_config(variant: str = "cpu"):
         c.task.batch_size = 128
         c.task.bptt = 150
         c.task.random_length = True  # AWD: max(5, N(150, 5)), N(75, 5) w.p. 0.05
-        c.task.eval_batch_size = 10
         c.task.test_batch_size = 1
         c.task.eval_bptt = 150
-        c.model.cell = "lstm"
         c.model.cell_kwargs = "forget_bias=0.0"  # PyTorch-style LSTM
         c.model.hidden = 1000
         c.model.num_layers = 3
         c.model.last_hidden = 200  # = embedding width, for tying
         c.model.embed_dim = 200
         c.model.tie_weights = True
-        c.model.dropout = 0.0
         c.model.dropout_output = 0.1
         c.model.dropout_hidden = 0.25
         c.model.dropout_input = 0.1
         c.model.variational = True
         c.model.weight_drop = 0.5
-        c.optim.name = "adam"
         c.optim.lr = 2e-3
-        c.optim.clip = "global_norm"
         c.optim.clip_value = 0.25
         c.optim.weight_decay = 1.2e-6
         c.optim.schedule = "multistep"  # lr / 10 at the start of epochs 300 and 400
         c.optim.milestone_epochs = (300, 400)
         c.optim.decay_factor = 0.1
-        c.train.steps = 500 * per_epoch
-        c.train.log_every = 200
-        c.train.eval_every = per_epoch
-        c.checkpoint.every_steps = per_epoch
+        train_schedule(c, 500 * per_epoch, per_epoch, log_every=200)
         c.checkpoint.every_secs = 1800.0
         return c
 
@@ -83,30 +74,12 @@ def get_config(variant: str = "cpu"):
     c.task.bptt = 100  # symbols per window (truncated BPTT)
     c.task.eval_batch_size = 16
     c.task.eval_bptt = 200
-    c.model.cell = "lstm"
     c.model.hidden = 256
     c.model.num_layers = 2
     c.model.embed_dim = 64
-    c.model.dropout = 0.0
-    c.optim.name = "adam"
-    c.optim.lr = 2e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.1
-    c.train.steps = 3_000  # 1.9 epochs of 1,568 windows
-    c.train.log_every = 50
-    c.train.eval_every = 500
-    c.checkpoint.every_steps = 500
-    c.checkpoint.every_secs = 600.0
+    adam_cosine(c, lr=2e-3)
+    train_schedule(c, 3_000, 500, log_every=50)  # 1.9 epochs of 1,568 windows
 
     if variant == "smoke":  # seconds: tiny model on the built-in toy corpus, characters
-        c.task.corpus = "generated"
-        c.task.vocab_level = "char"
-        c.task.batch_size = 4
-        c.task.bptt = 10
-        c.task.eval_batch_size = 4
-        c.task.eval_bptt = 20
-        c.model.embed_dim = 8
-        smoke_schedule(c)
+        smoke_schedule(lm_smoke(c, 10, vocab_level="char", eval_bptt=20))
     return c

@@ -31,9 +31,10 @@ tutorial's medium/large use 0.8 instead of 1/1.2 and 1/1.15).
 | large   | 1500   | 35   | 0.65    | 0.04  | 10   | 14 | 1/1.15 | 55     |
 """
 
+from experiments.configs._common import lm_smoke, train_schedule
+from rnnlab.config import parse_variant, smoke_schedule
 from rnnlab.data.lm import epoch_steps
 from rnnlab.tasks.lm import lm_config
-from rnnlab.config import smoke_schedule
 
 PTB_TRAIN_TOKENS = 929_589  # words + one <eos> per line in ptb.train.txt (Mikolov split)
 
@@ -46,22 +47,18 @@ VARIANTS = {
 
 
 def get_config(variant: str = "small"):
-    if variant not in (*VARIANTS, "smoke"):
-        raise ValueError(f"unknown variant {variant!r} of ptb_zaremba.py; valid: "
-                         f"{sorted(VARIANTS) + ['smoke']}")
+    variant = parse_variant(variant, (*VARIANTS, "smoke"), "ptb_zaremba.py")
     hidden, bptt, dropout, init, clip, k, factor, epochs = VARIANTS.get(variant, VARIANTS["small"])
     per_epoch = epoch_steps(PTB_TRAIN_TOKENS, 20, bptt)  # 2324 (BPTT 20) / 1328 (BPTT 35)
 
     c = lm_config()
     c.task.corpus = "ptb"  # TFDS builder rnnlab_ptb/word (10k vocabulary, <unk>, <eos>)
-    c.task.batch_size = 20  # rows of the train stream
     c.task.bptt = bptt  # unrolled steps per window (truncated BPTT)
     c.task.eval_batch_size = 20  # validation as in training
     c.task.test_batch_size = 1  # test as one stream (Zaremba's test setting)
     c.task.loss_reduction = "sum_time"  # NLL summed over the window, mean over rows: the
     # gradient scale of Zaremba's code (and the TensorFlow tutorial), for which lr 1 is tuned
 
-    c.model.cell = "lstm"
     c.model.cell_kwargs = f"init_scale={init},forget_bias=0.0"  # every LSTM weight ~ U(±init)
     c.model.hidden = hidden  # LSTM units per layer
     c.model.num_layers = 2
@@ -71,26 +68,15 @@ def get_config(variant: str = "small"):
 
     c.optim.name = "sgd"
     c.optim.lr = 1.0
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = clip
+    c.optim.clip_value = clip  # global norm
     c.optim.schedule = "step"  # lr · factor^max(0, epoch - k + 1)
     c.optim.decay_after_epochs = k
     c.optim.decay_factor = factor
 
-    c.train.steps = epochs * per_epoch  # `epochs` passes over the PTB train stream
-    c.train.log_every = 100
-    c.train.eval_every = per_epoch  # validate once per epoch
-
-    c.checkpoint.every_steps = per_epoch
-    c.checkpoint.every_secs = 600.0
+    train_schedule(c, epochs * per_epoch, per_epoch)  # validate once per epoch
 
     if variant == "smoke":  # seconds: tiny model on the built-in toy corpus
-        c.task.corpus = "generated"
-        c.task.batch_size = 4
-        c.task.bptt = 5
-        c.task.eval_batch_size = 4
-        c.task.test_batch_size = 4
-        c.model.embed_dim = 8
+        lm_smoke(c, 5, test_batch_size=4)
         c.optim.decay_after_epochs = 1
         smoke_schedule(c)  # hidden 8; 6 steps, logging every 2, evaluating every 3
     return c

@@ -34,48 +34,27 @@ test strings):
 sort, add and beam search at full size were not measured.
 """
 
-from rnnlab.tasks.seq2seq import seq2seq_config
-from rnnlab.config import smoke_schedule
+from experiments.configs._common import adam_cosine, train_schedule
+from rnnlab.config import ConfigError, parse_variant, smoke_schedule
+from rnnlab.models.seq2seq import ATTENTIONS as MODEL_ATTENTIONS
+from rnnlab.tasks.seq2seq import KINDS, seq2seq_config
 
-ATTENTIONS = ("bahdanau", "luong_dot", "luong_general")
-KINDS = ("reverse", "sort", "add", "files")
+ATTENTIONS = tuple(a for a in MODEL_ATTENTIONS if a != "none")  # variant words: no "none"
 
 
 def get_config(variant: str = "reverse"):
-    words = [w for w in variant.split(",") if w]
-    bad = [w for w in words if w not in ATTENTIONS + KINDS + ("smoke",)]
-    if bad or sum(w in KINDS for w in words) > 1 or sum(w in ATTENTIONS for w in words) > 1:
-        raise ValueError(f"unknown variant {variant!r} of seq2seq.py; valid: comma-separated, "
-                         f"at most one kind of {list(KINDS)}, at most one attention of "
-                         f"{list(ATTENTIONS)}, and/or 'smoke'")
-    c = seq2seq_config()
-    c.task.kind = next((w for w in words if w in KINDS), "reverse")
-    c.task.min_length = 1  # shortest source (add: fewest digits per operand)
-    c.task.max_length = 20  # longest source (add: most digits per operand)
-    if c.task.kind in ("sort", "add"):
-        c.task.max_length = 10 if c.task.kind == "sort" else 5
-    c.task.batch_size = 64
-    c.task.eval_batches = 8  # 512 validation (and 512 test) sequences
-    c.task.beam_width = 0  # > 0: evaluation also reports beam_exact_match
-    c.task.length_penalty = 0.0
-
-    c.model.cell = "lstm"  # encoder cell; the decoder uses model.decoder_cell ("" = the same)
-    c.model.hidden = 128
-    c.model.num_layers = 1
-    c.model.embed_dim = 32
-    c.model.attention = next((w for w in words if w in ATTENTIONS), "none")
-
-    c.optim.name = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.1
-
-    c.train.steps = 3_000
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.checkpoint.every_steps = 1_000
+    words = parse_variant(variant, KINDS + ATTENTIONS + ("smoke",), "seq2seq.py", multiple=True)
+    if sum(w in KINDS for w in words) > 1 or sum(w in ATTENTIONS for w in words) > 1:
+        raise ConfigError(f"unknown variant {variant!r} of seq2seq.py; valid: comma-separated, "
+                          f"at most one kind of {list(KINDS)}, at most one attention of "
+                          f"{list(ATTENTIONS)}, and/or 'smoke'")
+    c = seq2seq_config()  # strings from length 1; 1-layer LSTM 128 encoder and decoder
+    c.task.kind = next((w for w in words if w in KINDS), c.task.kind)
+    c.task.max_length = {"sort": 10, "add": 5}.get(c.task.kind, 20)  # longest source (add: most
+    # digits per operand)
+    c.model.attention = next((w for w in words if w in ATTENTIONS), c.model.attention)
+    adam_cosine(c)
+    train_schedule(c, 3_000, 500, checkpoint_every=1_000)
 
     if "smoke" in words:  # seconds: tiny model, short strings, greedy and beam evaluation
         c.task.max_length = 4

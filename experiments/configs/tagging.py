@@ -27,59 +27,37 @@ Measured (test split, 1,500 steps, shared 2-core CPU at load average ~12, 1.5-3 
 CoNLL not measured: no CoNLL data on the development machine.
 """
 
+from experiments.configs._common import train_schedule
+from rnnlab.config import parse_variant, smoke_schedule
 from rnnlab.tasks.tagging import tagging_config
-from rnnlab.config import smoke_schedule
 
 VARIANTS = ("", "lag", "conll", "smoke")
 
 
 def get_config(variant: str = ""):
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of tagging.py; valid: {list(VARIANTS)}")
-    c = tagging_config()
-    c.task.source = "synthetic"
-    c.task.rule = "count"  # tag = running count of symbol 1, mod num_tags
-    c.task.symbols = 8  # symbols 1..8
-    c.task.num_tags = 2  # running parity
-    c.task.min_length = 10  # sequence lengths uniform in [10, 50]
-    c.task.max_length = 50
+    variant = parse_variant(variant, VARIANTS, "tagging.py")
+    c = tagging_config()  # rule count of 8 symbols into 2 tags, 10,000 train sequences
+    c.task.max_length = 50  # sequence lengths uniform in [10, 50]
     c.task.buckets = 2  # padded lengths 25, 50
-    c.task.train_examples = 10_000
-    c.task.eval_examples = 1_000
-    c.task.batch_size = 32
     c.task.eval_batch_size = 250
-
-    c.model.cell = "lstm"  # any name in rnnlab.cells.names() (tdnn: the non-recurrent baseline)
     c.model.hidden = 32
     c.model.embed_dim = 0  # one-hot symbols
-
-    c.optim.name = "adam"
     c.optim.lr = 3e-3
-    c.optim.clip = "global_norm"
-    c.optim.clip_value = 1.0
-
-    c.train.steps = 1_500  # ~4.8 epochs of 312 batches
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.checkpoint.every_steps = 500
+    train_schedule(c, 1_500, 500)  # ~4.8 epochs of 312 batches
 
     if variant == "lag":
-        c.task.rule = "lag"
-        c.task.lag = 3  # tag = x_{t-3} mod 2
+        c.task.rule = "lag"  # tagging_config's lag 3
     elif variant == "conll":
         c.task.source = "conll"
         c.task.max_length = 128  # longer sentences are cut into pieces
         c.task.buckets = 4
         c.task.vocab_size = 20_000
-        c.task.lowercase = False
         c.model.embed_dim = 100
         c.model.hidden = 128
         c.model.bidirectional = True
         c.model.dropout = 0.3
         c.optim.lr = 1e-3
-        c.train.steps = 5_000
-        c.train.eval_every = 1_000
-        c.checkpoint.every_steps = 1_000
+        train_schedule(c, 5_000, 1_000)
     elif variant == "smoke":
         c.task.max_length = 16
         c.task.min_length = 4

@@ -97,22 +97,14 @@ def load_imdb(data_dir: str | None = None, download_dir: str | None = None,
     manual = text_lib._manual_dir(download_dir, manual_dir)
     builder = tfds.builder("imdb_reviews/plain_text", data_dir=data_dir)
     if not builder.is_prepared():
-        have = manual is not None and os.path.exists(os.path.join(manual, IMDB_FILE))
         missing = (f"TFDS imdb_reviews is not prepared in data_dir={data_dir!r} and "
                    f"{IMDB_FILE} is not in the manual dir "
                    f"{manual or '<download_dir>/manual (pass download_dir=...)'}. Put "
                    f"{IMDB_FILE} there (from {IMDB_URL}), or allow downloading "
                    "(download=True) where the network is reachable.")
-        if not have and not download:
-            raise text_lib.CorpusNotFoundError(missing)
-        config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
-        try:
-            builder.download_and_prepare(download_dir=download_dir, download_config=config)
-        except Exception as e:  # network errors come in many types
-            if have:
-                raise
-            raise text_lib.CorpusNotFoundError(
-                f"{missing} (the download failed: {type(e).__name__}: {e})") from e
+        text_lib.prepare(builder, manual, download_dir, download, missing=missing,
+                         have_manual=(manual is not None
+                                      and os.path.exists(os.path.join(manual, IMDB_FILE))))
     splits = {}
     for split in ("train", "test"):
         examples = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))

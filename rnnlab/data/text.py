@@ -67,6 +67,23 @@ CORPORA = {
 }
 
 
+def prepare(builder, manual: str | None, download_dir: str | None, download: bool, *,
+            have_manual: bool, missing: str) -> None:
+    """Builds a TFDS dataset from the files in the manual dir or, when allowed, a download;
+    `CorpusNotFoundError(missing)` when neither is possible (or the download fails)."""
+    tfds = import_tfds()
+    if not have_manual and not download:
+        raise CorpusNotFoundError(missing)
+    config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
+    try:
+        builder.download_and_prepare(download_dir=download_dir, download_config=config)
+    except Exception as e:  # network errors come in many types
+        if have_manual:
+            raise
+        raise CorpusNotFoundError(
+            f"{missing} (the download failed: {type(e).__name__}: {e})") from e
+
+
 def names() -> list[str]:
     return sorted(CORPORA) + ["files"]
 
@@ -129,19 +146,9 @@ def load_tfds_corpus(name: str, data_dir: str | None = None, download_dir: str |
     manual = _manual_dir(download_dir, manual_dir)
     builder = tfds.builder(builder_name, data_dir=data_dir)
     if not builder.is_prepared():
-        have = manual is not None and _manual_files_present(name, manual, files)
-        if not have and not download:
-            raise CorpusNotFoundError(
-                _missing_message(name, builder_name, manual, files, url, data_dir))
-        config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
-        try:
-            builder.download_and_prepare(download_dir=download_dir, download_config=config)
-        except Exception as e:  # network errors come in many types
-            if have:
-                raise
-            raise CorpusNotFoundError(
-                _missing_message(name, builder_name, manual, files, url, data_dir)
-                + f" (the download failed: {type(e).__name__}: {e})") from e
+        prepare(builder, manual, download_dir, download,
+                have_manual=manual is not None and _manual_files_present(name, manual, files),
+                missing=_missing_message(name, builder_name, manual, files, url, data_dir))
     texts = {}
     for split in SPLITS:
         ds = builder.as_dataset(split=split, shuffle_files=False)

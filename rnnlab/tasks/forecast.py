@@ -23,16 +23,23 @@ Metrics (normalised units, i.e. the train part's standard deviation is 1):
 
 from __future__ import annotations
 
+import functools
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab.cells import ridge_readout
 from rnnlab.data import timeseries as ts
+from rnnlab.data.timeseries import ForecastData, SplitWindows
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.tasks.base import Task, dropout_rngs, register
 from rnnlab.data.hosts import local_batch
-from rnnlab.config import ConfigError, base_config, check_fields, check_positive_fields, make_cells
+from rnnlab.data.splits import CachedSplits
+from rnnlab.config import (ConfigError, base_config, check_fields, check_positive_fields,
+                           make_cells)
+from rnnlab.unroll import unroll
 
 SERIES = ("sines", "ar", "mackey_glass", "csv")
 
@@ -111,7 +118,7 @@ def window_batch(split: ts.SplitWindows, indices, rows: int) -> dict:
             "weights": (np.arange(rows) < len(indices)).astype(np.float32)}
 
 
-class ForecastTask(Task):
+class ForecastTask(CachedSplits, Task):
     """Direct multi-step forecasting of one series (see the module docstring)."""
 
     carries_state = False
@@ -151,7 +158,6 @@ class ForecastTask(Task):
         self.model = SequenceModel(cells=make_cells(m), output_size=t.horizon, readout="last",
                                    dropout=m.dropout, unroll=m.unroll)
         self._order = {}
-        self._eval = {}
 
     # --- data -----------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -165,19 +171,11 @@ class ForecastTask(Task):
         idx = self._epoch_order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         return local_batch(window_batch(self.data.splits["train"], idx, self.batch_size))
 
-    def _split_batches(self, name: str) -> list:
-        if name not in self._eval:
-            split, rows = self.data.splits[name], self.eval_batch_size
-            n = len(split.inputs)
-            self._eval[name] = [local_batch(window_batch(split, np.arange(i, min(i + rows, n)), rows))
-                                for i in range(0, n, rows)]
-        return self._eval[name]
-
-    def eval_batches(self) -> list:
-        return self._split_batches("validation")
-
-    def test_batches(self) -> list:
-        return self._split_batches("test")
+    def split_batches(self, name: str) -> list:
+        split, rows = self.data.splits[name], self.eval_batch_size
+        n = len(split.inputs)
+        return [local_batch(window_batch(split, np.arange(i, min(i + rows, n)), rows))
+                for i in range(0, n, rows)]
 
     # --- model ----------------------------------------------------------------------------
     def init(self, rng):
@@ -202,5 +200,82 @@ class ForecastTask(Task):
 
 register("forecast", ForecastTask)
 
-__all__ = ["ForecastTask", "forecast_config", "forecast_metrics", "forecast_stats",
+# --- the echo-state baseline -------------------------------------------------------------------
+# Echo-state network forecasting with a closed-form readout, on the forecasting task's windows
+# (`rnnlab.tasks.forecast`), so that it is scored exactly like a trained model.
+# 
+#     feats = esn_features(cell, params, split.inputs)           # [windows, hidden + 1]
+#     readout, alpha, val = fit_readout(cell, params, data, alphas=(1e-8, 1e-6, 1e-4))
+#     metrics = esn_metrics(cell, params, readout, data, "test")
+# 
+# The reservoir (`rnnlab.cells.ESN`, fixed random weights) is driven by each window's lookback
+# values from a zero state; the features of a window are its final state and last input value
+# [h_T, u_T]. The readout maps them to the `horizon` targets by ridge regression
+# (`rnnlab.cells.ridge_readout`, closed form, bias not penalised); the ridge penalty is the one
+# of `alphas` with the lowest validation MSE. No gradient descent is involved.
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _final_states(cell, params, xs):
+    carry, _ = unroll(cell, params, xs)
+    return carry
+
+
+_ridge = jax.jit(ridge_readout)
+
+
+def esn_features(cell, params, inputs: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """[h_T, u_T] per window: inputs [windows, lookback] -> [windows, hidden + 1] (float64).
+    The reservoir runs on chunks of `chunk` windows (the last one zero-padded: one compile)."""
+    n = len(inputs)
+    padded = np.zeros((-(-n // chunk) * chunk, inputs.shape[1], 1), np.float32)
+    padded[:n, :, 0] = inputs
+    states = [np.asarray(_final_states(cell, params, jnp.asarray(padded[i:i + chunk])),
+                         np.float64) for i in range(0, len(padded), chunk)]
+    return np.concatenate([np.concatenate(states)[:n], inputs[:, -1:].astype(np.float64)],
+                          axis=1)
+
+
+def predict(readout, features: np.ndarray) -> np.ndarray:
+    """features [windows, F] -> forecasts [windows, horizon]."""
+    return features @ np.asarray(readout["w"], np.float64) + np.asarray(readout["b"], np.float64)
+
+
+def split_metrics(pred: np.ndarray, split: SplitWindows, std: float) -> dict:
+    """The forecasting task's metrics of forecasts pred [windows, horizon] on `split`."""
+    batch = {"targets": split.targets, "naive": split.naive, "linear": split.linear,
+             "weights": np.ones(len(pred))}
+    stats = forecast_stats(pred, batch, xp=np)
+    return {k: float(v) for k, v in forecast_metrics(stats, std, xp=np).items()}
+
+
+def fit_readout(cell, params, data: ForecastData, alphas=(1e-8, 1e-6, 1e-4, 1e-2)):
+    """Ridge readouts for every alpha on the train windows; returns (the readout with the lowest
+    validation MSE, its alpha, {alpha: validation mse})."""
+    if not alphas or any(a < 0 for a in alphas):
+        raise ValueError(f"alphas={alphas!r} must be a non-empty list of values >= 0")
+    train, valid = data.splits["train"], data.splits["validation"]
+    feats = esn_features(cell, params, train.inputs)
+    valid_feats = esn_features(cell, params, valid.inputs)
+    best, scores = None, {}
+    for alpha in alphas:
+        with jax.enable_x64(True):  # the normal equations need float64
+            readout = jax.tree_util.tree_map(np.asarray, _ridge(
+                jnp.asarray(feats), jnp.asarray(train.targets, jnp.float64), alpha))
+        scores[alpha] = split_metrics(predict(readout, valid_feats), valid,
+                                      data.normalizer.std)["mse"]
+        if best is None or scores[alpha] < scores[best[1]]:
+            best = (readout, alpha)
+    return best[0], best[1], scores
+
+
+def esn_metrics(cell, params, readout, data: ForecastData, split: str) -> dict:
+    """The forecasting metrics of the fitted ESN on one split."""
+    windows = data.splits[split]
+    feats = esn_features(cell, params, windows.inputs)
+    return split_metrics(predict(readout, feats), windows, data.normalizer.std)
+
+
+__all__ = ["ForecastTask", "esn_features", "esn_metrics", "fit_readout", "forecast_config",
+           "forecast_metrics", "forecast_stats",
            "load_series", "window_batch"]

@@ -53,6 +53,7 @@ import rnnlab
 from rnnlab.data import text as text_lib
 from rnnlab.data import lm as lm_data
 from rnnlab.data.lm import LMStream
+from rnnlab.data.splits import CachedSplits
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.models import lm as lm_model
 from rnnlab.config import ConfigError, base_config, check_positive_fields, parse_cell_kwargs
@@ -169,7 +170,7 @@ def make_model(config, vocab_size: int) -> lm_model.LanguageModel:
         weight_drop=m.weight_drop, unroll=m.unroll, remat=m.remat)
 
 
-class LMTask(Task):
+class LMTask(CachedSplits, Task):
     """Word- or character-level language modelling on one corpus (see the module docstring)."""
 
     carries_state = True
@@ -273,7 +274,6 @@ class LMTask(Task):
         self.ar_alpha, self.tar_beta = float(t.ar_alpha), float(t.tar_beta)
         self.loss_reduction = t.loss_reduction
         self.model = make_model(config, len(self.vocab))
-        self._eval = self._test = None
 
     # --- run files ------------------------------------------------------------------------
     def prepare(self, workdir: str) -> None:
@@ -316,15 +316,9 @@ class LMTask(Task):
     def train_batch(self, step: int) -> dict:
         return self._as_batch(self.train_stream.window(self.locate(step)[1]))
 
-    def eval_batches(self) -> list:
-        if self._eval is None:
-            self._eval = [self._as_batch(w) for w in self.valid_stream]
-        return self._eval
-
-    def test_batches(self) -> list:
-        if self._test is None:
-            self._test = [self._as_batch(w) for w in self.test_stream]
-        return self._test
+    def split_batches(self, name: str) -> list:
+        stream = self.valid_stream if name == "validation" else self.test_stream
+        return [self._as_batch(w) for w in stream]
 
     # --- model ----------------------------------------------------------------------------
     def init(self, rng):

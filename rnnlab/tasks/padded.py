@@ -30,6 +30,7 @@ from etils import epath
 
 from rnnlab.data.buckets import PaddedExamples, bucket_lengths
 from rnnlab.data.hosts import local_batch
+from rnnlab.data.splits import CachedSplits
 from rnnlab.data.vocab import VOCAB_FILE, Vocab
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.tasks.base import Task, dropout_rngs
@@ -74,7 +75,7 @@ def save_or_check_run_files(workdir: str, vocab: Vocab, label_names) -> None:
                          f"{list(label_names)}; use a new workdir")
 
 
-class PaddedTask(Task):
+class PaddedTask(CachedSplits, Task):
     """Base class; see the module docstring."""
 
     carries_state = False
@@ -101,7 +102,6 @@ class PaddedTask(Task):
             vocab_size=vocab_size, embed_dim=m.embed_dim, dropout=m.dropout, unroll=m.unroll,
             bidirectional=m.bidirectional)
         self._order_cache: dict = {}
-        self._eval = {}
 
     @staticmethod
     def lengths(t) -> tuple[int, ...]:
@@ -118,18 +118,10 @@ class PaddedTask(Task):
         epoch, i = divmod(int(step), self.steps_per_epoch)
         return local_batch(self.splits["train"].batch(self._epoch_order(epoch)[i], self.batch_size))
 
-    def _split_batches(self, name: str) -> list:
-        if name not in self._eval:
-            data = self.splits[name]
-            self._eval[name] = [local_batch(data.batch(idx, self.eval_batch_size))
-                                for idx in data.eval_order(self.eval_batch_size)]
-        return self._eval[name]
-
-    def eval_batches(self) -> list:
-        return self._split_batches("validation")
-
-    def test_batches(self) -> list:
-        return self._split_batches("test")
+    def split_batches(self, name: str) -> list:
+        data = self.splits[name]
+        return [local_batch(data.batch(idx, self.eval_batch_size))
+                for idx in data.eval_order(self.eval_batch_size)]
 
     # --- model ----------------------------------------------------------------------------
     def init(self, rng):

@@ -41,6 +41,7 @@ import numpy as np
 import rnnlab
 from rnnlab.data import seq2seq as data
 from rnnlab.data.hosts import local_batch
+from rnnlab.data.splits import CachedSplits
 from rnnlab.data.vocab import Vocab
 from rnnlab.models import seq2seq as s2s
 from rnnlab.models.decoding import match_stats
@@ -137,7 +138,7 @@ def make_model(config, source_vocab: int, target_vocab: int) -> s2s.Seq2Seq:
     return s2s.Seq2Seq(enc, decoder, source_vocab, m.embed_dim, bridge, m.dropout, m.unroll)
 
 
-class GeneratedBatches:
+class GeneratedBatches(CachedSplits):
     """Batches drawn from `np.random.default_rng([seed, split, index])`: train batch `step`,
     `eval_batches` fixed validation and as many test batches. Subclasses define
     `_generate(rng) -> batch dict` and set `seed`, `num_eval_batches`."""
@@ -152,17 +153,9 @@ class GeneratedBatches:
     def train_batch(self, step: int) -> dict:
         return self._batch(TRAIN, step)
 
-    def _fixed(self, split: int) -> list:
-        cache = self.__dict__.setdefault("_cache", {})
-        if split not in cache:
-            cache[split] = [self._batch(split, i) for i in range(self.num_eval_batches)]
-        return cache[split]
-
-    def eval_batches(self) -> list:
-        return self._fixed(VALID)
-
-    def test_batches(self) -> list:
-        return self._fixed(TEST)
+    def split_batches(self, name: str) -> list:
+        split = VALID if name == "validation" else TEST
+        return [self._batch(split, i) for i in range(self.num_eval_batches)]
 
 
 class DecoderTask(Task):
@@ -319,19 +312,10 @@ class Seq2SeqTask(GeneratedBatches, DecoderTask):
                                     "target": np.pad(g, ((0, fill), (0, 0)))}))
         return out
 
-    def eval_batches(self) -> list:
+    def split_batches(self, name: str) -> list:
         if self.kind != "files":
-            return super().eval_batches()
-        if not hasattr(self, "_valid"):
-            self._valid = self._file_batches("valid")
-        return self._valid
-
-    def test_batches(self) -> list:
-        if self.kind != "files":
-            return super().test_batches()
-        if not hasattr(self, "_test"):
-            self._test = self._file_batches("test")
-        return self._test
+            return super().split_batches(name)
+        return self._file_batches("valid" if name == "validation" else "test")
 
     # --- run files ------------------------------------------------------------------------
     def prepare(self, workdir: str) -> None:

@@ -11,11 +11,12 @@ import optax
 
 from rnnlab.data import synthetic
 from rnnlab.data.hosts import process_rows
+from rnnlab.data.splits import CachedSplits
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.tasks.base import Task, dropout_rngs, register
 from rnnlab.config import ConfigError, check_positive_fields, make_cells
 
-class SyntheticTask(Task):
+class SyntheticTask(CachedSplits, Task):
     """Base for the tasks of `rnnlab.data.synthetic`: batches drawn from fold_in(key, step).
 
     config.task fields: name, length (T), batch_size, eval_batches (fixed validation batches
@@ -59,16 +60,15 @@ class SyntheticTask(Task):
         mine = process_rows(batch, jax.process_index(), jax.process_count())  # multi-host
         self._generate = jax.jit(lambda key: {  # this process's rows of the global batch
             k: v[mine] for k, v in zip(("inputs", "targets"), gen(key, batch, length))})
-        self._eval = None
 
     def train_batch(self, step: int):
         return self._generate(jax.random.fold_in(self._train_key, step))
 
-    def eval_batches(self):
-        if self._eval is None:
-            self._eval = [self._generate(jax.random.fold_in(self._eval_key, i))
-                          for i in range(self.num_eval_batches)]
-        return self._eval
+    def split_batches(self, name: str):
+        if name != "validation":
+            return None  # no test split: the validation batches are held out already
+        return [self._generate(jax.random.fold_in(self._eval_key, i))
+                for i in range(self.num_eval_batches)]
 
     def init(self, rng):
         return self.model.init({"params": rng}, self.train_batch(0)["inputs"])["params"]
