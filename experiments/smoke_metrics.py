@@ -124,8 +124,19 @@ def compare(before: str, after: str) -> list[str]:
                     diffs.append(f"{name}: record {i} ({r.get('split')} step {r.get('step')}) "
                                  f"differs in {keys[:6]}")
         else:
-            diffs.append(f"{name}: differs")
+            diffs += [f"{name}: {path} differs" for path in _paths(x, y)]
     return diffs
+
+
+def _paths(x, y, path: str = "") -> list[str]:
+    """Where two JSON trees differ: 'a.b[2]' per differing leaf (or subtree of another type)."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return [p for k in sorted(set(x) | set(y), key=str) if x.get(k) != y.get(k)
+                for p in _paths(x.get(k), y.get(k), f"{path}.{k}" if path else str(k))]
+    if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        return [p for i, (a, b) in enumerate(zip(x, y)) if a != b
+                for p in _paths(a, b, f"{path}[{i}]")]
+    return [path or "(the whole file)"]
 
 
 def main(argv):

@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import fused as fused_lib
+from rnnlab.cells.base import padding_mask
 from rnnlab.cells.stack import Stack
 
 # Steps per loop iteration for `unroll="auto"`: backend -> rows (max hidden, max batch, unroll);
@@ -157,6 +158,8 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
       (final_carry, ys) with ys [*batch, time, cell.output_size].
     """
     _check(cell, params, xs, carry, mask, lengths, unroll, remat, resets)
+    if lengths is not None:  # padding normalised once; `lengths` stays for cuDNN, which takes it
+        mask = padding_mask(None, lengths, xs.shape[-2])
     opts = dict(reverse=reverse, unroll=unroll, remat=remat, fused=fused,
                 compute_dtype=compute_dtype, resets=resets)
     if isinstance(cell, Stack):
@@ -175,8 +178,6 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
         params = cell.prepare(params)
     if hasattr(cell, "parallel_unroll") and resets is None:  # linear recurrences: associative
         # scan, O(log T) depth
-        if lengths is not None:
-            mask = jnp.arange(xs.shape[-2]) < lengths[..., None]
         return cell.parallel_unroll(params, xs, carry, mask, reverse)
 
     time = xs.shape[-2]
@@ -188,7 +189,8 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
         if compute_dtype is not None:
             dtype = jnp.promote_types(dtype, jnp.float32)
         carry = cell.initial_carry(xs.shape[:-2], dtype=dtype)
-    path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused, resets)
+    path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused, resets,
+                            lengths=lengths)
     if path != "scan":
         try:
             return fused_lib.fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse,
@@ -197,8 +199,6 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
             if fused != "auto" or not fused_lib.is_fallback_error(e):
                 raise
 
-    if lengths is not None:
-        mask = jnp.arange(xs.shape[-2]) < lengths[..., None]
     # time-major before the projection: transposing xs moves `features` values per step, the
     # projection's output G (4 hidden for an LSTM) would be several times more
     xs_t = jnp.moveaxis(xs, -2, 0)  # [time, *batch, in]
@@ -287,7 +287,7 @@ def _scan(body, project, carry, xs, ms, time, reverse, unroll, remat):
 
 def _unroll_stack(stack: Stack, params, xs, carry, mask, lengths, opts):
     carries = []
-    real = mask if lengths is None else jnp.arange(xs.shape[-2]) < lengths[..., None]
+    real = mask
     for l, cell in enumerate(stack.cells):
         c, ys = _unroll_layer(cell, params[l], xs, None if carry is None else carry[l], mask,
                               lengths, **opts)

@@ -179,7 +179,7 @@ def test_flip_padded_reverses_within_lengths():
 def test_cudnn_glue_matches_scan_with_lengths(monkeypatch, reverse):
     """`rnnlab.unroll` on a pretended CUDA backend, the binding swapped for its reference:
     lengths (including 0), reversal and two batch axes give the scan's values and gradients."""
-    monkeypatch.setattr(fused, "platform", lambda: "cuda")
+    monkeypatch.setattr(fused.dispatch, "platform", lambda: "cuda")
     monkeypatch.setattr(cudnn, "_binding_lstm", _reference_lstm)
     cell, params, xs, carry = _problem(batch_shape=(1, B))
     lengths = jnp.asarray(LENGTHS)[None]
@@ -314,7 +314,7 @@ def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
 
 
 def test_auto_picks_cudnn_only_where_valid(monkeypatch):
-    monkeypatch.setattr(fused, "platform", lambda: "cuda")
+    monkeypatch.setattr(fused.dispatch, "platform", lambda: "cuda")
     cell, params, xs, carry = _problem()
     mask = jnp.ones((B, T), bool)
     assert fused.select(cell, params, xs, carry) == "cudnn"
@@ -333,7 +333,7 @@ def test_auto_picks_cudnn_only_where_valid(monkeypatch):
         assert fused.select(*args, **kw) == "scan", case
     with pytest.raises(ValueError, match="pass lengths=, not mask="):
         fused.select(cell, params, xs, carry, mask, requested="cudnn")
-    monkeypatch.setattr(fused, "platform", lambda: "rocm")
+    monkeypatch.setattr(fused.dispatch, "platform", lambda: "rocm")
     assert fused.select(cell, params, xs, carry) == "scan"
 
 
@@ -341,7 +341,7 @@ def test_auto_picks_cudnn_only_where_valid(monkeypatch):
 def test_auto_falls_back_to_scan_under_vmap(monkeypatch):
     """The real binding has no vmap rule: "auto" takes the scan at trace time (checked on CPU
     with a pretended CUDA backend: the batching error comes before any GPU work)."""
-    monkeypatch.setattr(fused, "platform", lambda: "cuda")
+    monkeypatch.setattr(fused.dispatch, "platform", lambda: "cuda")
     cell, params, xs, _ = _problem(batch_shape=(2, B), time=3)
     got = jax.jit(jax.vmap(lambda x: rnnlab.unroll(cell, params, x)))(xs)
     tree_allclose(got, jax.jit(_scan(cell))(params, xs, None))

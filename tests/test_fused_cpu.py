@@ -198,7 +198,7 @@ def test_auto_takes_the_kernel_for_large_lstm_and_gru_steps_and_says_why_not():
 def test_auto_falls_back_in_one_line_when_the_kernel_is_unavailable(monkeypatch, caplog):
     why = "no C++ compiler (g++ not on PATH)"
     monkeypatch.setattr(cpu, "unavailable", lambda: why)
-    fused._log_fallback.cache_clear()
+    fused.dispatch._log_fallback.cache_clear()
     cell, params, xs, carry = _problem("lstm")
     with caplog.at_level(logging.WARNING):
         assert fused.select(*_shapes("lstm", 512, 32)) == "vjp"
@@ -207,7 +207,7 @@ def test_auto_falls_back_in_one_line_when_the_kernel_is_unavailable(monkeypatch,
     assert lines == [f"rnnlab: fused CPU kernel unavailable ({why}); using the XLA path"]
     with pytest.raises(ValueError, match=r"fused='cpu' cannot run this layer: no C\+\+ comp"):
         rnnlab.unroll(cell, params, xs, fused="cpu")
-    fused._log_fallback.cache_clear()
+    fused.dispatch._log_fallback.cache_clear()
 
 
 def test_build_reasons_and_cache_key(monkeypatch, tmp_path):

@@ -93,3 +93,44 @@ def test_no_module_over_400_lines(package):
     long = {name: n for name, path in _modules(package).items()
             if (n := sum(1 for _ in open(path))) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def _readme_block(header: str) -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    start = text.index(f"```python\n{header}\n") + len(f"```python\n{header}\n")
+    return text[start:text.index("```", start)]
+
+
+def test_readme_task_family_example_trains(tmp_path, monkeypatch):
+    """The README's "Adding a task family" files, as they stand there: registered by importing
+    the config, validated, trained with gradient-flow diagnostics, evaluated."""
+    import importlib.util
+    import sys
+
+    from rnnlab.tasks import TASKS
+    from rnnlab.train import train_and_evaluate, validate
+    from rnnlab.train.metrics import read_metrics
+
+    def load(name, source):
+        path = tmp_path / (name.rsplit(".", 1)[-1] + ".py")
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    task_src, config_src = (_readme_block("# rnnlab/tasks/parity.py"),
+                            _readme_block("# experiments/configs/parity.py"))
+    assert len(task_src.splitlines()) <= 50 and len(config_src.splitlines()) <= 12
+    monkeypatch.setitem(TASKS, "parity", None)  # the registration is undone after the test
+    load("rnnlab.tasks.parity", task_src)
+    config = load("parity_config", config_src).get_config("smoke")
+    config.checkpoint.async_save, config.diagnostics.every = False, 3
+    validate(config)
+    result = train_and_evaluate(config, str(tmp_path / "run"))
+    records = read_metrics(str(tmp_path / "run"))
+    assert int(result.state.step) == 6 and 0.0 <= result.eval_metrics["accuracy"] <= 1.0
+    assert [r["step"] for r in records if r["split"] == "eval"] == [3, 6]
+    assert [r["step"] for r in records if r["split"] == "gradient_flow"] == [0, 3, 6]

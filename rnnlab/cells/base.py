@@ -66,6 +66,19 @@ def check_choice(what: str, value, choices) -> None:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
 
 
+def padding_mask(mask, lengths, time: int, batch_shape: tuple | None = None):
+    """[*batch, time] booleans (True = a real step) from `mask` or from `lengths` (the real
+    steps at the start of each row), reshaped to `batch_shape + (time,)` when given; None when
+    neither is given. `rnnlab.unroll` normalises its padding with it once, on entry."""
+    if lengths is not None:
+        lengths = lengths if batch_shape is None else lengths.reshape(batch_shape)
+        return jnp.arange(time) < lengths[..., None]
+    if mask is None:
+        return None
+    mask = mask.astype(bool)
+    return mask if batch_shape is None else mask.reshape(*batch_shape, time)
+
+
 def dot(x: jax.Array, w: jax.Array) -> jax.Array:
     """x @ w. With mixed dtypes (float32 activations, bfloat16 weights cast by
     `rnnlab.unroll(compute_dtype=...)`) it multiplies in w's dtype and accumulates and returns
