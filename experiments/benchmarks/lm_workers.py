@@ -267,7 +267,7 @@ def run_worker(spec):
     cfg = spec["cfg"]
     w = make_weights(spec["cell"], cfg)
     xs, ys = make_batches(cfg)
-    fn = worker_torch if spec["impl"] == "torch" else worker_jax
+    fn = worker_torch if spec["impl"].startswith("torch") else worker_jax
     res = fn(spec, w, xs, ys)
     times = res.pop("times")
     tokens = cfg["batch"] * cfg["seq"]

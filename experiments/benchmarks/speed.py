@@ -16,9 +16,12 @@ Workloads (float32):
   L  long sequences, vocab 65, emb 64, 2x256, batch 16, seq 1024 (adds minGRU / minLSTM, and
      rnnlab LSTM with remat (checkpointed chunks of ~sqrt(seq) steps) to report its memory)
 
-rnnlab runs with `--unroll=auto` (the engine's per-shape choice), `--fused=auto` (for the LSTM:
-cuDNN on a CUDA GPU, the hand-written-backward "vjp" path on CPU) and `--dtype=float32` unless
-told otherwise; the peers always in float32.
+rnnlab runs with `--unroll=auto` (the engine's per-shape choice), `--fused=auto` (cuDNN for the
+LSTM on a CUDA GPU; on CPU the fused FFI kernel for the GRU and for LSTM steps of >= 32 MFLOP,
+else the hand-written-backward "vjp" path: `rnnlab.fused.dispatch`) and `--dtype=float32` unless
+told otherwise; the peers always in float32. Peers: PyTorch eager (`torch`), the same with
+tcmalloc preloaded (`torch_tcmalloc`, LD_PRELOAD of Debian's libtcmalloc-minimal4 or
+$RNNLAB_TCMALLOC), and Flax's `nn.RNN` cells (`flax`).
 
 Reported per run: compile time (JAX: lower + compile of the step; PyTorch: eager, so the first
 step's time), step time median and min over `--steps` steps after `--warmup` steps, tokens/s,
@@ -54,7 +57,19 @@ QUICK = {
     "B": dict(vocab=65, emb=16, hidden=32, layers=2, batch=4, seq=16),
     "L": dict(vocab=65, emb=16, hidden=16, layers=2, batch=2, seq=64),
 }
-IMPLS = ("rnnlab", "torch", "flax")
+IMPLS = ("rnnlab", "torch", "torch_tcmalloc", "flax")
+# torch_tcmalloc: PyTorch with tcmalloc preloaded (the strongest CPU peer: its allocator-heavy
+# eager steps gain most); the library comes from RNNLAB_TCMALLOC or Debian's usual places
+TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+            "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4", "/usr/lib64/libtcmalloc_minimal.so.4")
+
+
+def tcmalloc_path() -> str | None:
+    """The tcmalloc shared library to preload for `torch_tcmalloc`, or None."""
+    env = os.environ.get("RNNLAB_TCMALLOC")
+    if env:
+        return env if os.path.isfile(env) else None
+    return next((p for p in TCMALLOC if os.path.isfile(p)), None)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workload", "all", "A, B, L, a comma list of them, or all")
@@ -100,6 +115,12 @@ def plan(workloads, cells, impls, quick, remat):
 def launch(spec, timeout):
     cmd = [sys.executable, "-m", "experiments.benchmarks.speed", "--worker", json.dumps(spec)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if spec["impl"] == "torch_tcmalloc":
+        lib = tcmalloc_path()
+        if lib is None:
+            return {"error": "no tcmalloc (apt install libtcmalloc-minimal4, or set "
+                             "RNNLAB_TCMALLOC=/path/to/libtcmalloc.so)"}
+        env["LD_PRELOAD"] = lib
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=root,
