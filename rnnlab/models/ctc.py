@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnlab.models.recurrent import Recurrent
+from rnnlab.models.recurrent import recurrent_layers
 
 BLANK = 0
 NEG_INF = -jnp.inf
@@ -51,14 +51,9 @@ class CTCModel(nn.Module):
         if frames.ndim != 3:
             raise ValueError(f"frames must be [batch, time, features], got shape "
                              f"{tuple(frames.shape)}")
-        xs = frames.astype(jnp.float32)
-        for i, cell in enumerate(self.cells):
-            _, ys = Recurrent(cell, unroll=self.unroll, name=f"rnn_{i}")(xs, None, mask)
-            if self.bidirectional:
-                _, back = Recurrent(cell, reverse=True, unroll=self.unroll,
-                                    name=f"rnn_{i}_backward")(xs, None, mask)
-                ys = jnp.concatenate([ys, back], axis=-1)
-            xs = nn.Dropout(self.dropout, deterministic=not train)(ys) if self.dropout else ys
+        _, xs = recurrent_layers(self.cells, frames.astype(jnp.float32), mask=mask,
+                                 unroll=self.unroll, bidirectional=self.bidirectional,
+                                 dropout=self.dropout, train=train, backward_suffix="_backward")
         return nn.Dense(self.num_labels, name="readout")(xs)
 
 

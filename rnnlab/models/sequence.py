@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlab.models.recurrent import Recurrent
+from rnnlab.models.recurrent import recurrent_layers
 
 READOUTS = ("last", "mean", "all")
 
@@ -112,23 +112,10 @@ class SequenceModel(nn.Module):
                 xs = jax.nn.one_hot(inputs, self.vocab_size)
         else:
             xs = inputs.astype(jnp.float32)
-        carries = []
-        for l, cell in enumerate(self.cells):
-            c_in = None if carry is None else carry[l]
-            if self.bidirectional:
-                c_fw, c_bw = (None, None) if c_in is None else c_in
-                c_fw, y_fw = Recurrent(cell, unroll=self.unroll, name=f"rnn_{l}")(
-                    xs, c_fw, mask=mask, resets=resets)
-                c_bw, y_bw = Recurrent(cell, reverse=True, unroll=self.unroll,
-                                       name=f"rnn_{l}_bw")(xs, c_bw, mask=mask, resets=resets)
-                c, xs = (c_fw, c_bw), jnp.concatenate([y_fw, y_bw], axis=-1)
-            else:
-                c, xs = Recurrent(cell, unroll=self.unroll, name=f"rnn_{l}")(
-                    xs, c_in, mask=mask, resets=resets)
-            carries.append(c)
-            if self.dropout:
-                xs = nn.Dropout(self.dropout, deterministic=not train)(xs)
+        carries, xs = recurrent_layers(self.cells, xs, carry, mask=mask, resets=resets,
+                                       unroll=self.unroll, bidirectional=self.bidirectional,
+                                       dropout=self.dropout, train=train)
         if self.readout != "all":
             split = self.cells[-1].output_size if self.bidirectional else None
             xs = pool(xs, mask, self.readout, backward_from=split)
-        return nn.Dense(self.output_size, name="readout")(xs), tuple(carries)
+        return nn.Dense(self.output_size, name="readout")(xs), carries
