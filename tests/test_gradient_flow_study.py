@@ -144,3 +144,31 @@ def test_compare_reads_two_study_dirs(smoke_study, tmp_path):
             "runs.csv", "loss.png"} <= names
     table = open(tmp_path / "out" / "gradient_flow.md").read()
     assert "study_a" in table and "study_b" in table and "tanh gauss r=0.5" in table
+
+
+def test_outcome_finding_is_decided_by_the_numbers(smoke_study):
+    """The outcome finding holds when at least `findings.min_solved` outcome runs end below
+    10% of the baseline and the expected ones stay at it, and not otherwise."""
+    _, result = smoke_study
+    config = smoke_config()
+    entries = json.loads(json.dumps(result["configurations"]))
+    runs = json.loads(json.dumps(result["runs"]))
+    for name, mse, rate in (("adding_tanh", 0.17, -0.15), ("adding_lstm_fb1", 0.17, -0.12),
+                            ("adding_lem", 0.001, -0.3), ("adding_lstm_chrono", 0.008, -0.01)):
+        runs.append({"name": name, "cell": name, "cell_kwargs": "", "outcome": True,
+                     "final_loss": mse, "baseline_loss": 1 / 6, "status": "ok"})
+        entries.append({"run": name, "phase": "init", "rate": rate, "group": "adding",
+                        "grad_norm_at_long_lag": 1.0, "long_lag": 90, "status": "ok"})
+
+    def outcome():
+        findings, _ = study.compute_findings(config, entries, runs)
+        return {f["key"]: f for f in findings}["outcome_separation"]
+
+    assert outcome()["holds"] is True
+    assert "does not rank them alone" in outcome()["text"]  # LEM solves from rate -0.3
+    by_name = {r["name"]: r for r in runs}
+    by_name["adding_lstm_chrono"]["final_loss"] = 0.05  # in between: one solved is not enough
+    assert outcome()["holds"] is False
+    by_name["adding_lstm_chrono"]["final_loss"] = 0.008
+    by_name["adding_tanh"]["final_loss"] = 0.01  # the tanh RNN solves: not what was expected
+    assert outcome()["holds"] is False

@@ -34,7 +34,7 @@ SWEEP_CELLS = ("rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")
 
 
 def _run(task, cell, cell_kwargs="", optim="adam", lr=1e-3, clip="global_norm",
-         clip_value=1.0):
+         clip_value=1.0, outcome=False):
     """One training run of the study, trained by rnnlab.train.train_and_evaluate."""
     r = ml_collections.ConfigDict()
     r.task = task  # adding | copy (rnnlab.tasks)
@@ -44,6 +44,8 @@ def _run(task, cell, cell_kwargs="", optim="adam", lr=1e-3, clip="global_norm",
     r.lr = lr  # learning rate
     r.clip = clip  # none | global_norm | value | adaptive
     r.clip_value = clip_value  # clipping threshold (global norm for global_norm)
+    r.outcome = outcome  # True: an outcome run (train.outcome_length, train.outcome_steps),
+    #                      whose final MSE is put next to its gradient rate at initialisation
     return r
 
 
@@ -75,7 +77,9 @@ def get_config(variant: str = ""):
     t.hidden = 32  # hidden units of the trained models
     t.batch_size = 32  # train batch size
     t.eval_batches = 8  # validation batches (of batch_size) for the final task metric
-    t.steps = 300  # optimiser steps per run
+    t.steps = 300  # optimiser steps per run (outcome runs: outcome_steps)
+    t.outcome_length = 100  # adding T of the outcome runs: who learns a long-range task
+    t.outcome_steps = 3000  # their optimiser steps
     t.log_every = 1  # train records (loss, grad_norm, clipped) every N steps: clip events
     t.eval_every = 100  # validation every N steps
     t.diagnostics_every = 50  # gradient-flow record in metrics.jsonl every N steps
@@ -85,11 +89,16 @@ def get_config(variant: str = ""):
     t.runs = ml_collections.ConfigDict({  # name -> _run(...); the clipping ablation is the
         # relu_* runs: plain SGD as in Pascanu et al. 2013 (Adam rescales every gradient,
         # which hides an explosion)
-        "adding_tanh": _run("adding", "rnn_tanh", "recurrent_init=spectral,spectral_radius=0.9"),
-        "adding_irnn": _run("adding", "irnn", lr=1e-4),
-        "adding_lstm_fb1": _run("adding", "lstm", "forget_bias=1.0"),
-        "adding_lstm_fb3": _run("adding", "lstm", "forget_bias=3.0"),
-        "adding_gru": _run("adding", "gru"),
+        # outcome runs (adding T = outcome_length): who learns, next to the rate at init
+        "adding_tanh": _run("adding", "rnn_tanh", "recurrent_init=spectral,spectral_radius=0.9",
+                            outcome=True),
+        "adding_irnn": _run("adding", "irnn", lr=1e-4, outcome=True),
+        "adding_lstm_fb1": _run("adding", "lstm", "forget_bias=1.0", outcome=True),
+        "adding_lstm_fb3": _run("adding", "lstm", "forget_bias=3.0", outcome=True),
+        "adding_lstm_chrono": _run("adding", "lstm", f"chrono_init={t.outcome_length}",
+                                   outcome=True),  # Tallec & Ollivier 2018
+        "adding_gru": _run("adding", "gru", outcome=True),
+        "adding_lem": _run("adding", "lem", lr=2.6e-3, outcome=True),  # Rusch et al. 2022
         "adding_relu_noclip": _run("adding", "rnn_relu", relu, "sgd", 0.01, "none"),
         "adding_relu_clip1": _run("adding", "rnn_relu", relu, "sgd", 0.01, "global_norm", 1.0),
         "adding_relu_clip10": _run("adding", "rnn_relu", relu, "sgd", 0.01, "global_norm", 10.0),
@@ -106,6 +115,10 @@ def get_config(variant: str = ""):
     f.reference_radius = 0.9  # tanh Gaussian W_hh radius of the Pascanu finding and the LSTM
     #                           comparison (one of sweep.radii)
     f.vanish_factor = 1e-3  # "vanishes": ‖g‖ at lag T − T/10 below this fraction of lag 0's
+    f.solved_fraction = 0.1  # outcome runs: "solved" below this fraction of the baseline MSE
+    f.baseline_margin = 0.1  # ... "at baseline" above (1 - this) x the baseline MSE
+    f.min_solved = 2  # the outcome finding needs at least this many solved cells ...
+    f.expected_at_baseline = ("adding_tanh", "adding_lstm_fb1")  # ... and these at baseline
     f.lstm_min_decades = 2.0  # LSTM finding: its lag-compare_lag gradient at the largest forget
     #                           bias is at least 10^this above the reference tanh RNN's
 

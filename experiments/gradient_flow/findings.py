@@ -151,6 +151,37 @@ def compute_findings(config, entries, runs) -> tuple[list[dict], dict]:
             f"baseline MSE {noclip[0]['baseline_loss']:.3f}: "
             + "; ".join(describe(r) for r in noclip + clipped) + "."))
 
+    outcome = outcome_table(config, entries, runs)
+    if outcome:
+        solved = [o for o in outcome if o["outcome"] == "solved" and o["rate"] is not None]
+        stuck = [o for o in outcome if o["outcome"] == "at baseline" and o["rate"] is not None]
+        ranks = (bool(solved) and bool(stuck)
+                 and min(o["rate"] for o in solved) > max(o["rate"] for o in stuck))
+        verdicts = {o["run"]: o["outcome"] for o in outcome}
+        expected = [verdicts.get(name) == "at baseline" for name in f.expected_at_baseline]
+        holds = len(solved) >= f.min_solved and all(expected)
+        trained = {e["run"]: e["rate"] for e in entries if e.get("phase") == "trained"}
+        t = config.train
+        text = (f"adding T={t.outcome_length}, {t.outcome_steps} steps, baseline MSE "
+                f"{outcome[0]['baseline']:.3f}; solved means final validation MSE below "
+                f"{f.solved_fraction:g} × baseline, at baseline means above "
+                f"{1 - f.baseline_margin:g} × baseline. "
+                + "; ".join(f"{o['run']}: MSE {fmt_norm(o['final_mse'])} ({o['outcome']}), "
+                            f"rate at init {fmt_rate(o['rate'])}/step" for o in outcome)
+                + f". {len(solved)} solved, {len(stuck)} at baseline (expected at baseline: "
+                + ", ".join(f"{n} {verdicts.get(n, 'not run')}" for n in f.expected_at_baseline)
+                + "). The rate at initialisation "
+                + ("ranks every solved cell above every stuck one." if ranks else
+                   "does not rank them alone: solved cells' rates at init → after training: "
+                   + ", ".join(f"{o['run']} {fmt_rate(o['rate'])} → "
+                               f"{fmt_rate(trained.get(o['run']))}" for o in solved)
+                   + " (gated cells whose gradient vanishes at init learn to keep it)."))
+        out.append(_finding("outcome_separation",
+                            f"Who learns adding T={config.train.outcome_length}: at least "
+                            f"{f.min_solved} cells solve it, "
+                            f"{' and '.join(f.expected_at_baseline)} stay at the baseline",
+                            holds, text))
+
     changes = []
     trained = {e["run"]: e for e in entries if e.get("phase") == "trained"}
     for e0 in (e for e in entries if e.get("phase") == "init" and "run" in e):
@@ -167,3 +198,27 @@ def compute_findings(config, entries, runs) -> tuple[list[dict], dict]:
         out.append(_finding("trained", "After training: long-lag gradient per cell", None,
                             "; ".join(changes) + "."))
     return out, derived
+
+
+def outcome_table(config, entries, runs) -> list[dict]:
+    """One row per outcome run: its fitted gradient rate at initialisation (on its task's
+    validation inputs), final validation MSE and outcome ("solved", "at baseline", "between",
+    or the run's status when it did not finish), ordered by rate."""
+    f, rows = config.findings, []
+    for r in (r for r in runs if r.get("outcome")):
+        init = where(entries, run=r["name"], phase="init")
+        mse, base = r["final_loss"], r["baseline_loss"]
+        if mse is None:
+            verdict = r["status"]
+        elif mse < f.solved_fraction * base:
+            verdict = "solved"
+        elif mse >= (1 - f.baseline_margin) * base:
+            verdict = "at baseline"
+        else:
+            verdict = "between"
+        rows.append({"run": r["name"], "cell": r["cell"], "cell_kwargs": r["cell_kwargs"],
+                     "rate": init[0]["rate"] if init else None,
+                     "grad_norm_at_long_lag": init[0]["grad_norm_at_long_lag"] if init else None,
+                     "final_mse": mse, "baseline": base, "outcome": verdict})
+    return sorted(rows, key=lambda o: -np.inf if o["rate"] is None else o["rate"])
+

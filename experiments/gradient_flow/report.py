@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from experiments.gradient_flow.common import TRAIN_TASKS, fmt_norm, fmt_rate, where
+from experiments.gradient_flow.findings import outcome_table
 from rnnlab.data.synthetic import ADDING_BASELINE_MSE
 from rnnlab.diagnostics import plots
 
@@ -72,6 +73,19 @@ def make_plots(config, entries, runs, derived, workdir) -> dict:
         out["rate_during_training"] = plots.plot_training_curves(
             during, os.path.join(workdir, "rate_during_training.png"), metric="rate",
             logy=False, title="Fitted gradient rate during training (diagnostics hook)")
+    outcome = outcome_table(config, entries, runs)
+    points = {f"{o['run']} ({o['outcome']})": {
+        "x": o["rate"], "x_lo": np.nan, "x_hi": np.nan, "y": o["final_mse"],
+        "y_lo": np.nan, "y_hi": np.nan} for o in outcome
+        if o["rate"] is not None and o["final_mse"] is not None}
+    if points:
+        t = config.train
+        out["outcome_vs_rate"] = plots.plot_outcome_vs_rate(
+            points, os.path.join(workdir, "outcome_vs_rate.png"),
+            xlabel="fitted gradient rate at initialisation (per step)",
+            ylabel="final validation MSE",
+            title=f"adding T={t.outcome_length}, {t.outcome_steps} steps: outcome vs gradient "
+                  f"flow at init (baseline {ADDING_BASELINE_MSE:.3f})")
     pairs = {}
     for e in entries:
         if (e.get("run") and e["group"] == "adding"
@@ -158,6 +172,22 @@ def write_report(config, result, path) -> None:
                 f"{r['status']} | {r['metric']} {fmt_norm(r['final_metric'])} | "
                 f"{fmt_norm(r['final_loss'])} ({r['baseline_loss']:.3g}) | "
                 f"{r['clip_events']}/{r['logged_steps']} | {rate} | {gn} |")
+    outcome = outcome_table(config, entries, runs)
+    if outcome:
+        t, f = config.train, config.findings
+        lines += ["", "## Outcome against gradient flow at initialisation", "",
+                  f"The outcome runs: adding T = {t.outcome_length}, {t.outcome_steps} steps, "
+                  f"hidden {t.hidden}, batch {t.batch_size}. Solved: final validation MSE below "
+                  f"{f.solved_fraction:g} × the baseline {ADDING_BASELINE_MSE:.3f}; at baseline: "
+                  f"above {1 - f.baseline_margin:g} × it. Rate and ‖g‖ at lag T − T/10 at "
+                  "initialisation, on the run's own validation inputs.", "",
+                  "| run | cell | rate at init | ‖g‖@(T − T/10) at init | final MSE | outcome |",
+                  "|---|---|---|---|---|---|"]
+        for o in outcome:
+            kw = f" ({o['cell_kwargs']})" if o["cell_kwargs"] else ""
+            lines.append(f"| {o['run']} | {o['cell']}{kw} | {fmt_rate(o['rate'])} | "
+                         f"{fmt_norm(o['grad_norm_at_long_lag'])} | {fmt_norm(o['final_mse'])} | "
+                         f"{o['outcome']} |")
     lines += ["", "## Plots", ""]
     captions = {
         "grad_norm_vs_lag": "Gradient norm against lag at initialisation, one line per "
@@ -170,7 +200,9 @@ def write_report(config, result, path) -> None:
         "training_copy": "Copy task training loss, clip events marked",
         "rate_during_training": "Fitted gradient rate measured every "
                                 f"{config.train.diagnostics_every} steps during training",
-        "trained_vs_init": "Adding task: gradient norm vs lag before and after training"}
+        "trained_vs_init": "Adding task: gradient norm vs lag before and after training",
+        "outcome_vs_rate": "Outcome runs: final validation MSE against the fitted gradient rate "
+                           "at initialisation"}
     for key, p in result["plots"].items():
         lines += [f"### {captions.get(key, key)}", "", f"![{key}]({os.path.basename(p)})", ""]
     with open(path, "w") as f:

@@ -28,12 +28,14 @@ def train_config(config, name: str):
     t, run = config.train, config.train.runs[name]
     c = importlib.import_module(f"experiments.configs.{run.task}").get_config()
     c.seed = config.seed
-    c.task.length = t.adding_length if run.task == "adding" else t.copy_length
+    c.task.length = (t.outcome_length if run.outcome else
+                     t.adding_length if run.task == "adding" else t.copy_length)
     c.task.batch_size, c.task.eval_batches = t.batch_size, t.eval_batches
     c.model.cell, c.model.cell_kwargs, c.model.hidden = run.cell, run.cell_kwargs, t.hidden
     c.optim.name, c.optim.lr, c.optim.clip = run.optim, run.lr, run.clip
     c.optim.clip_value = run.clip_value
-    c.train.steps, c.train.log_every, c.train.eval_every = t.steps, t.log_every, t.eval_every
+    c.train.steps = t.outcome_steps if run.outcome else t.steps
+    c.train.log_every, c.train.eval_every = t.log_every, t.eval_every
     c.train.nonfinite = "stop"
     seq = sequence_length(run.task, c.task.length)
     c.diagnostics.every, c.diagnostics.max_samples = t.diagnostics_every, t.measure_samples
@@ -106,7 +108,7 @@ def train_runs(config, workdir: str, say) -> tuple[list[dict], list[dict]]:
                    "baseline_loss": baseline, "beats_baseline": False,
                    "clip_events": int(sum(bool(r.get("clipped")) for r in train_recs)),
                    "logged_steps": len(train_recs), "log_every": cfg.train.log_every,
-                   "workdir": rundir}
+                   "outcome": bool(run.outcome), "workdir": rundir}
         if final is not None:
             summary["final_metric"] = as_float(final[task.metric])
             summary["final_loss"] = as_float(final["loss"])
