@@ -103,6 +103,32 @@ def test_cli_rejects_a_bad_config():
         study_config.get_config("huge")
 
 
+def test_full_variant_trains_the_outcome_runs_at_the_published_length():
+    config = study_config.get_config("full")
+    study.check_config(config)
+    outcome = [n for n, r in config.train.runs.items() if r.outcome]
+    assert {"adding_tanh", "adding_lstm_fb1", "adding_lem", "adding_cornn",
+            "adding_indrnn"} <= set(outcome)
+    for name in config.train.runs:
+        c = study.train_config(config, name)
+        validate(c)
+        if name in outcome:
+            assert (c.task.length, c.train.steps, c.model.hidden, c.task.batch_size) == (
+                1000, 4000, 128, 50)
+            assert c.task.eval_batches * c.task.batch_size == 1000  # 1000 test sequences
+        else:  # the clipping ablation and the copy runs keep the default's setting
+            assert c.model.hidden == study_config.get_config().train.hidden
+    runs = config.train.runs
+    assert runs.adding_lstm_chrono.cell_kwargs == "chrono_init=1000"
+    assert runs.adding_indrnn.cell_kwargs == "max_length=1000"
+    assert (runs.adding_lem.cell_kwargs, runs.adding_lem.clip) == ("dt=0.0242", "none")
+    # the default's outcome runs keep their short-run setting
+    default = study_config.get_config()
+    assert default.train.runs.adding_lstm_chrono.cell_kwargs == (
+        f"chrono_init={default.train.outcome_length}")
+    assert "adding_cornn" not in default.train.runs
+
+
 def test_training_hook_writes_gradient_flow_records(tmp_path):
     config = importlib.import_module("experiments.configs.copy").get_config("smoke")
     config.checkpoint.async_save = False  # copy: token inputs, one-hot before the cell

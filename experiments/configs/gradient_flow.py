@@ -5,6 +5,10 @@ short training runs on the adding and copy tasks. No download; a few minutes on 
     python -m experiments.gradient_flow --workdir=runs/gradient_flow
     python -m experiments.gradient_flow --workdir=/tmp/gf_smoke \
         --config=experiments/configs/gradient_flow.py:smoke          # seconds (tests)
+    python -m experiments.gradient_flow --workdir=runs/gradient_flow_full \
+        --config=experiments/configs/gradient_flow.py:full   # outcome runs at adding T = 1000,
+    #   4000 steps, hidden 128, batch 50, LEM/coRNN/IndRNN with their papers' settings: ~6 h on
+    #   2 CPU cores, a GPU job
     # e.g. --config.sweep.seeds=0,1,2,3 --config.train.steps=500 --config.sweep.hidden=128
 
 Writes DIR/gradient_flow.json, DIR/report.md, DIR/*.png and one training run per entry of
@@ -49,8 +53,33 @@ def _run(task, cell, cell_kwargs="", optim="adam", lr=1e-3, clip="global_norm",
     return r
 
 
+def _outcome_runs(length, published=False):
+    """The outcome runs on adding T = `length`: who learns, next to the rate at init.
+    `published`: LEM with its paper's Δt, learning rate and no clipping (their
+    T = 1000-10000 settings, experiments/configs/long_range.py), plus coRNN and IndRNN."""
+    spectral = "recurrent_init=spectral,spectral_radius=0.9"
+    runs = {
+        "adding_tanh": _run("adding", "rnn_tanh", spectral, outcome=True),
+        "adding_irnn": _run("adding", "irnn", lr=1e-4, outcome=True),
+        "adding_lstm_fb1": _run("adding", "lstm", "forget_bias=1.0", outcome=True),
+        "adding_lstm_fb3": _run("adding", "lstm", "forget_bias=3.0", outcome=True),
+        "adding_lstm_chrono": _run("adding", "lstm", f"chrono_init={length}",
+                                   outcome=True),  # Tallec & Ollivier 2018
+        "adding_gru": _run("adding", "gru", outcome=True),
+        "adding_lem": _run("adding", "lem", lr=2.6e-3, outcome=True),  # Rusch et al. 2022
+    }
+    if published:
+        runs["adding_lem"] = _run("adding", "lem", "dt=0.0242", lr=2.6e-3, clip="none",
+                                  outcome=True)
+        runs["adding_cornn"] = _run("adding", "cornn", "dt=0.06,gamma=66.0,epsilon=15.0",
+                                    lr=2e-2, clip="none", outcome=True)  # Rusch & Mishra 2021
+        runs["adding_indrnn"] = _run("adding", "indrnn", f"max_length={length}", lr=2e-4,
+                                     clip_value=10.0, outcome=True)  # Li et al. 2018
+    return runs
+
+
 def get_config(variant: str = ""):
-    variant = parse_variant(variant, ("", "smoke"), "gradient_flow.py")
+    variant = parse_variant(variant, ("", "smoke", "full"), "gradient_flow.py")
     c = ml_collections.ConfigDict()
     c.seed = 0  # seed of the training runs (weights and data)
 
@@ -80,6 +109,9 @@ def get_config(variant: str = ""):
     t.steps = 300  # optimiser steps per run (outcome runs: outcome_steps)
     t.outcome_length = 100  # adding T of the outcome runs: who learns a long-range task
     t.outcome_steps = 3000  # their optimiser steps
+    t.outcome_hidden = 32  # their hidden units
+    t.outcome_batch_size = 32  # their train batch size
+    t.outcome_eval_batches = 8  # their validation batches (of outcome_batch_size)
     t.log_every = 1  # train records (loss, grad_norm, clipped) every N steps: clip events
     t.eval_every = 100  # validation every N steps
     t.diagnostics_every = 50  # gradient-flow record in metrics.jsonl every N steps
@@ -89,16 +121,7 @@ def get_config(variant: str = ""):
     t.runs = ml_collections.ConfigDict({  # name -> _run(...); the clipping ablation is the
         # relu_* runs: plain SGD as in Pascanu et al. 2013 (Adam rescales every gradient,
         # which hides an explosion)
-        # outcome runs (adding T = outcome_length): who learns, next to the rate at init
-        "adding_tanh": _run("adding", "rnn_tanh", "recurrent_init=spectral,spectral_radius=0.9",
-                            outcome=True),
-        "adding_irnn": _run("adding", "irnn", lr=1e-4, outcome=True),
-        "adding_lstm_fb1": _run("adding", "lstm", "forget_bias=1.0", outcome=True),
-        "adding_lstm_fb3": _run("adding", "lstm", "forget_bias=3.0", outcome=True),
-        "adding_lstm_chrono": _run("adding", "lstm", f"chrono_init={t.outcome_length}",
-                                   outcome=True),  # Tallec & Ollivier 2018
-        "adding_gru": _run("adding", "gru", outcome=True),
-        "adding_lem": _run("adding", "lem", lr=2.6e-3, outcome=True),  # Rusch et al. 2022
+        **_outcome_runs(t.outcome_length),
         "adding_relu_noclip": _run("adding", "rnn_relu", relu, "sgd", 0.01, "none"),
         "adding_relu_clip1": _run("adding", "rnn_relu", relu, "sgd", 0.01, "global_norm", 1.0),
         "adding_relu_clip10": _run("adding", "rnn_relu", relu, "sgd", 0.01, "global_norm", 10.0),
@@ -122,6 +145,11 @@ def get_config(variant: str = ""):
     f.lstm_min_decades = 2.0  # LSTM finding: its lag-compare_lag gradient at the largest forget
     #                           bias is at least 10^this above the reference tanh RNN's
 
+    if variant == "full":  # the published length and settings: hours on 2 CPU cores, a GPU job
+        t.outcome_length, t.outcome_steps = 1000, 4000
+        t.outcome_hidden, t.outcome_batch_size, t.outcome_eval_batches = 128, 50, 20
+        t.diagnostics_every = 250
+        t.runs.update(_outcome_runs(t.outcome_length, published=True))
     if variant == "smoke":  # seconds: tiny cells, one seed, short sequences, 4 training steps
         s.cells = ("rnn_tanh", "rnn_relu", "lstm")
         s.hidden, s.batch, s.seeds, s.lengths = 8, 2, (0,), (12,)

@@ -151,7 +151,7 @@ def compute_findings(config, entries, runs) -> tuple[list[dict], dict]:
             f"baseline MSE {noclip[0]['baseline_loss']:.3f}: "
             + "; ".join(describe(r) for r in noclip + clipped) + "."))
 
-    outcome = outcome_table(config, entries, runs)
+    outcome = derived["outcome"] = outcome_table(config, entries, runs)
     if outcome:
         solved = [o for o in outcome if o["outcome"] == "solved" and o["rate"] is not None]
         stuck = [o for o in outcome if o["outcome"] == "at baseline" and o["rate"] is not None]

@@ -7,7 +7,6 @@ import os
 import numpy as np
 
 from experiments.gradient_flow.common import TRAIN_TASKS, fmt_norm, fmt_rate, where
-from experiments.gradient_flow.findings import outcome_table
 from rnnlab.data.synthetic import ADDING_BASELINE_MSE
 from rnnlab.diagnostics import plots
 
@@ -73,10 +72,9 @@ def make_plots(config, entries, runs, derived, workdir) -> dict:
         out["rate_during_training"] = plots.plot_training_curves(
             during, os.path.join(workdir, "rate_during_training.png"), metric="rate",
             logy=False, title="Fitted gradient rate during training (diagnostics hook)")
-    outcome = outcome_table(config, entries, runs)
     points = {f"{o['run']} ({o['outcome']})": {
         "x": o["rate"], "x_lo": np.nan, "x_hi": np.nan, "y": o["final_mse"],
-        "y_lo": np.nan, "y_hi": np.nan} for o in outcome
+        "y_lo": np.nan, "y_hi": np.nan} for o in derived.get("outcome", [])
         if o["rate"] is not None and o["final_mse"] is not None}
     if points:
         t = config.train
@@ -172,12 +170,12 @@ def write_report(config, result, path) -> None:
                 f"{r['status']} | {r['metric']} {fmt_norm(r['final_metric'])} | "
                 f"{fmt_norm(r['final_loss'])} ({r['baseline_loss']:.3g}) | "
                 f"{r['clip_events']}/{r['logged_steps']} | {rate} | {gn} |")
-    outcome = outcome_table(config, entries, runs)
+    outcome = result.get("outcome", [])
     if outcome:
         t, f = config.train, config.findings
         lines += ["", "## Outcome against gradient flow at initialisation", "",
                   f"The outcome runs: adding T = {t.outcome_length}, {t.outcome_steps} steps, "
-                  f"hidden {t.hidden}, batch {t.batch_size}. Solved: final validation MSE below "
+                  f"hidden {t.outcome_hidden}, batch {t.outcome_batch_size}. Solved: final validation MSE below "
                   f"{f.solved_fraction:g} × the baseline {ADDING_BASELINE_MSE:.3f}; at baseline: "
                   f"above {1 - f.baseline_margin:g} × it. Rate and ‖g‖ at lag T − T/10 at "
                   "initialisation, on the run's own validation inputs.", "",

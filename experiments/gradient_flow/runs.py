@@ -30,8 +30,10 @@ def train_config(config, name: str):
     c.seed = config.seed
     c.task.length = (t.outcome_length if run.outcome else
                      t.adding_length if run.task == "adding" else t.copy_length)
-    c.task.batch_size, c.task.eval_batches = t.batch_size, t.eval_batches
-    c.model.cell, c.model.cell_kwargs, c.model.hidden = run.cell, run.cell_kwargs, t.hidden
+    c.task.batch_size, c.task.eval_batches, c.model.hidden = (
+        (t.outcome_batch_size, t.outcome_eval_batches, t.outcome_hidden) if run.outcome else
+        (t.batch_size, t.eval_batches, t.hidden))
+    c.model.cell, c.model.cell_kwargs = run.cell, run.cell_kwargs
     c.optim.name, c.optim.lr, c.optim.clip = run.optim, run.lr, run.clip
     c.optim.clip_value = run.clip_value
     c.train.steps = t.outcome_steps if run.outcome else t.steps
