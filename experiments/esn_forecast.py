@@ -69,7 +69,7 @@ def run(config, workdir: str, progress=lambda line: None) -> dict:
     import jax
 
     import rnnlab
-    from rnnlab.tasks import forecast as esn_lib
+    from rnnlab.tasks import forecast
     from rnnlab.tasks import make_task
     from rnnlab.train import metrics as metrics_lib
     from rnnlab.train import train_and_evaluate, validate
@@ -83,7 +83,7 @@ def run(config, workdir: str, progress=lambda line: None) -> dict:
                              leak_rate=e.leak_rate, sparsity=e.sparsity)
     t0 = time.perf_counter()
     params = cell.init(jax.random.fold_in(jax.random.PRNGKey(config.seed), 7), 1)
-    readout, alpha, scores = esn_lib.fit_readout(cell, params, task.data, tuple(e.ridge_alphas))
+    readout, alpha, scores = forecast.fit_readout(cell, params, task.data, tuple(e.ridge_alphas))
     fit_seconds = time.perf_counter() - t0
     progress(f"ESN: {e.hidden} units, ridge alpha {alpha:g} (validation MSE by alpha: "
              + ", ".join(f"{a:g}: {s:.4g}" for a, s in scores.items()) + f"), {fit_seconds:.1f} s")
@@ -95,7 +95,7 @@ def run(config, workdir: str, progress=lambda line: None) -> dict:
     results = {}
     try:
         for split, name in (("validation", "eval"), ("test", "test")):
-            results[name] = esn_lib.esn_metrics(cell, params, readout, task.data, split)
+            results[name] = forecast.esn_metrics(cell, params, readout, task.data, split)
             record = writer.write({"step": 0, "split": name, **results[name],
                                    "ridge_alpha": alpha, "fit_seconds": fit_seconds})
             progress("ESN " + metrics_lib.progress_line(record, 0, task.metric))

@@ -184,16 +184,16 @@ def test_esn_readout_on_mackey_glass_windows():
     its metrics equal a direct numpy evaluation, and it beats the naive forecast."""
     import rnnlab
     from experiments.configs.esn_mackey_glass import get_config
-    from rnnlab.tasks import forecast as esn_lib
+    from rnnlab.tasks import forecast
 
     config = get_config("smoke")
     data = make_task(config).data
     cell = rnnlab.cells.make("esn", 30, spectral_radius=1.1, leak_rate=0.3, input_scaling=0.5)
     params = cell.init(jax.random.key(0), 1)
-    readout, alpha, scores = esn_lib.fit_readout(cell, params, data, (1e-8, 1e-4, 1.0))
+    readout, alpha, scores = forecast.fit_readout(cell, params, data, (1e-8, 1e-4, 1.0))
     assert scores[alpha] == min(scores.values()) and len(scores) == 3
     test = data.splits["test"]
-    feats = esn_lib.esn_features(cell, params, test.inputs, chunk=64)  # 86: 2 chunks, padded
+    feats = forecast.esn_features(cell, params, test.inputs, chunk=64)  # 86: 2 chunks, padded
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     for i in (0, 85):  # the reservoir equations as a numpy loop, from a zero state
         h = np.zeros(30)
@@ -202,7 +202,7 @@ def test_esn_readout_on_mackey_glass_windows():
         np.testing.assert_allclose(feats[i, :30], h, atol=1e-5)
     np.testing.assert_array_equal(feats[:, -1], test.inputs[:, -1])
     pred = feats @ readout["w"] + readout["b"]
-    metrics = esn_lib.esn_metrics(cell, params, readout, data, "test")
+    metrics = forecast.esn_metrics(cell, params, readout, data, "test")
     assert metrics["mse"] == pytest.approx(np.mean((pred - test.targets) ** 2), rel=1e-6)
     assert metrics["mse_last"] == pytest.approx(np.mean((pred - test.targets)[:, -1] ** 2),
                                                 rel=1e-6)

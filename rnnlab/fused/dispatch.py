@@ -39,12 +39,14 @@ def platform() -> str:
     return backend
 
 
-def _floats(tree):
+def float_dtypes(tree) -> list:
+    """The dtypes of `tree`'s floating-point leaves (what decides a path's compute dtype)."""
     return [leaf.dtype for leaf in jax.tree_util.tree_leaves(tree)
             if jnp.issubdtype(leaf.dtype, jnp.floating)]
 
 
-def _plain_lstm(cell) -> bool:
+def is_plain_lstm(cell) -> bool:
+    """An LSTM without peepholes, layer norm or projection: the form every fused path runs."""
     return type(cell) is LSTM and not (cell.peepholes or cell.layer_norm or cell.proj_size)
 
 
@@ -60,27 +62,27 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
     reasons = []
     if path == "cpu":
         return _why_not_cpu(cell, params, xs, carry, compute_dtype)
-    if path == "vjp" and not _plain_lstm(cell):  # any cell with a split step (split_vjp.py)
+    if path == "vjp" and not is_plain_lstm(cell):  # any cell with a split step (split_vjp.py)
         if getattr(cell, "recurrent_weight", None) is None:
             return [f"{type(cell).__name__} has no split step (one recurrent matmul, then "
                     "elementwise work)"]
     elif type(cell) is not LSTM:
         return [f"it runs the plain LSTM only, not {type(cell).__name__}"]
-    elif not _plain_lstm(cell):
+    elif not is_plain_lstm(cell):
         reasons.append("it runs the LSTM without peepholes, layer norm or projection")
     if path == "cudnn":
         if platform() != "cuda":
             reasons.append(f"cuDNN needs a CUDA GPU backend, this is {platform()!r}")
         if mask is not None and lengths is None:
             reasons.append("cuDNN takes padding as sequence lengths: pass lengths=, not mask=")
-        dtypes = {*_floats(params), xs.dtype, *_floats(carry)}
+        dtypes = {*float_dtypes(params), xs.dtype, *float_dtypes(carry)}
         mixed = compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32
         if dtypes != {jnp.dtype(jnp.float32)} or mixed:
             reasons.append(f"the cuDNN binding is float32 only (got {sorted(map(str, dtypes))}"
                            f", compute_dtype={compute_dtype})")
     elif path in ("pallas", "vjp"):
         allowed = {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}
-        dtypes = {*_floats(params), xs.dtype}
+        dtypes = {*float_dtypes(params), xs.dtype}
         if not dtypes <= allowed:
             reasons.append(f"it takes float32/bfloat16 (got {sorted(map(str, dtypes))}; "
                            "float64 studies run on the scan)")
@@ -88,7 +90,7 @@ def why_not(path: str, cell, params, xs, carry=None, mask=None, compute_dtype=No
 
 
 def _cpu_cell(cell) -> bool:
-    return _plain_lstm(cell) or (type(cell) is GRU and cell.variant == "cudnn")
+    return is_plain_lstm(cell) or (type(cell) is GRU and cell.variant == "cudnn")
 
 
 def _why_not_cpu(cell, params, xs, carry, compute_dtype) -> list[str]:
@@ -97,7 +99,7 @@ def _why_not_cpu(cell, params, xs, carry, compute_dtype) -> list[str]:
     reasons = []
     if platform() != "cpu":
         reasons.append(f"it is a CPU kernel, this backend is {platform()!r}")
-    dtypes = {*_floats(params), xs.dtype, *_floats(carry)}
+    dtypes = {*float_dtypes(params), xs.dtype, *float_dtypes(carry)}
     mixed = compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32
     if dtypes != {jnp.dtype(jnp.float32)} or mixed:
         reasons.append(f"it is float32 only (got {sorted(map(str, dtypes))}, "

@@ -12,7 +12,7 @@ from rnnlab.cells.base import dot, padding_mask
 from rnnlab.cells.lstm import LSTMCarry
 from rnnlab.fused import cudnn
 from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_recurrence_cpu
-from rnnlab.fused.dispatch import _floats, _plain_lstm
+from rnnlab.fused.dispatch import float_dtypes, is_plain_lstm
 from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 from rnnlab.fused.split_vjp import split_recurrence
 
@@ -31,12 +31,12 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
     hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
     x = xs.reshape(b, time, xs.shape[-1])
-    if path in ("cudnn", "pallas") and not _plain_lstm(cell):
+    if path in ("cudnn", "pallas") and not is_plain_lstm(cell):
         raise ValueError(f"fused_unroll({path!r}) runs the LSTM without peepholes, layer norm "
                          f"or projection, not {cell!r}; use rnnlab.unroll (it picks a valid path)")
-    if path == "cpu" and not _plain_lstm(cell):
+    if path == "cpu" and not is_plain_lstm(cell):
         return _gru_unroll(params, x, carry, mask, lengths, reverse, cell, batch_shape)
-    if path == "vjp" and not _plain_lstm(cell):
+    if path == "vjp" and not is_plain_lstm(cell):
         return _split_unroll(cell, params, x, carry, mask, lengths, reverse, unroll, batch_shape)
     dtype = jnp.float32 if carry is None else carry.h.dtype
     c0 = (LSTMCarry(jnp.zeros((b, hidden), dtype), jnp.zeros((b, hidden), dtype))
@@ -99,7 +99,7 @@ def _split_unroll(cell, params, x, carry, mask, lengths, reverse, unroll, batch_
     b, time = x.shape[:2]
     m = padding_mask(mask, lengths, time, (b,))
     if carry is None:
-        carry = cell.initial_carry((b,), jnp.result_type(*_floats(params), x.dtype))
+        carry = cell.initial_carry((b,), jnp.result_type(*float_dtypes(params), x.dtype))
     c0 = jax.tree_util.tree_map(lambda a: a.reshape(b, *a.shape[len(batch_shape):]), carry)
     xp = cell.project_inputs(params, jnp.moveaxis(x, 1, 0))  # [time, b, G]
     mt = None if m is None else m.T
