@@ -239,6 +239,11 @@ def test_indrnn_per_layer_init_and_bound():
     assert u_first.min() >= 0 and u_first.max() <= bound and u_first.min() < 0.2
     assert u_last.min() >= 1 / bound and u_last.max() <= bound
     assert param_bounds(_model_cfg()) == {}  # no max_length, no recurrent_max: no constraint
+    w = np.asarray(rnnlab.cells.make("indrnn", 256, input_std=0.001).init(
+        jax.random.key(1), 64)["w_ih"])  # their adding code's N(0, 0.001²) input weights
+    assert abs(w.std() - 0.001) < 5e-5 and abs(w.mean()) < 5e-5
+    with pytest.raises(ValueError, match="input_std"):
+        rnnlab.cells.make("indrnn", 4, input_std=-1.0)
 
 
 def test_indrnn_bound_is_kept_after_every_update():
@@ -347,7 +352,12 @@ def test_long_range_configs_validate_and_bad_variant_is_named():
         for suffix in ("", "_2000", "_smoke"):
             validate(mod.get_config(name + suffix))
     c = mod.get_config("indrnn_adding_2000")
-    assert c.model.cell_kwargs == "max_length=2000" and c.task.length == 2000
+    assert c.model.cell_kwargs == "max_length=2000,input_std=0.001" and c.task.length == 2000
+    for name in ("lem_adding", "cornn_adding", "indrnn_adding"):  # their code's marks
+        assert mod.get_config(name).task.marks == "halves"
+    c.task.marks = "middle"
+    with pytest.raises(ValueError, match=r"task.marks='middle'.*anywhere.*halves"):
+        validate(c)
     with pytest.raises(ValueError, match="unknown variant 'lstm_adding'.*lem_adding"):
         mod.get_config("lstm_adding")
 

@@ -22,6 +22,23 @@ def test_adding_structure_and_baseline():
     assert abs(synthetic.ADDING_BASELINE_MSE - 0.167) < 1e-3
 
 
+def test_adding_marks_in_halves():
+    """marks="halves" (the LEM/coRNN/IndRNN code): one mark in [0, T/2), one in [T/2, T),
+    each uniform there; same baseline. A bad value stops in the task's validation."""
+    T = 51  # odd: the halves are [0, 25) and [25, 51)
+    xs, ys = map(np.asarray, synthetic.adding(jax.random.PRNGKey(3), 4000, T, marks="halves"))
+    marks = xs[..., 1]
+    assert np.all(marks.sum(1) == 2)
+    assert np.all(marks[:, : T // 2].sum(1) == 1) and np.all(marks[:, T // 2:].sum(1) == 1)
+    first, second = np.argmax(marks[:, : T // 2], 1), T // 2 + np.argmax(marks[:, T // 2:], 1)
+    assert first.min() == 0 and first.max() == T // 2 - 1
+    assert second.min() == T // 2 and second.max() == T - 1
+    np.testing.assert_allclose(ys, (xs[..., 0] * marks).sum(1), rtol=1e-6)
+    assert abs(np.mean((ys - 1.0) ** 2) - synthetic.ADDING_BASELINE_MSE) < 0.01
+    with pytest.raises(ValueError, match="marks"):
+        synthetic.adding(jax.random.PRNGKey(3), 2, T, marks="middle")
+
+
 def test_copy_structure():
     T = 30
     tokens, labels = map(np.asarray, synthetic.copy_memory(jax.random.PRNGKey(1), 64, T))

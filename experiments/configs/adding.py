@@ -39,6 +39,7 @@ def get_config(variant: str = ""):
     c.task.batch_size = 50  # sequences per train step
     c.task.eval_batches = 10  # fixed validation batches (of batch_size) drawn from a held-out key
     c.task.steps_per_epoch = 1000  # steps per "epoch" (step-decay schedules only)
+    c.task.marks = "anywhere"  # marked positions: anywhere (Le et al.) | halves (coRNN, LEM code)
 
     if variant == "smoke":  # seconds on a laptop: tiny model, short sequences
         synthetic_smoke(c, length=10)

@@ -28,13 +28,15 @@ class IndRNN(Cell):
     cell asks for it). Their init of u for the adding problem: U(0, m) in the first layers and
     U(1/m, m) in the last one (`position`, set per layer by `make_cells` through `for_layer`;
     a single layer is the last). With neither `max_length` nor `recurrent_max`: u ~ U(0, 1)
-    and no constraint. W_ih ~ U(±1/sqrt(hidden)) (the PyTorch recurrent default), b = 0.
+    and no constraint. W_ih ~ U(±1/sqrt(hidden)) (the PyTorch recurrent default), or
+    N(0, input_std²) when `input_std` > 0 (their adding code: 0.001); b = 0.
     """
 
     activation: str = "relu"
     max_length: int = 0  # T: the bound 2^{1/T} and the init ranges (0: none)
     recurrent_max: float | None = None  # the bound m itself (overrides 2^{1/T})
     position: str = "last"  # "first" (U(0, m)) | "last" (U(1/m, m)): set by for_layer
+    input_std: float = 0.0  # > 0: W_ih ~ N(0, input_std²); 0: U(±1/sqrt(hidden))
 
     def __post_init__(self):
         super().__post_init__()
@@ -43,6 +45,8 @@ class IndRNN(Cell):
         if not isinstance(self.max_length, (int, np.integer)) or self.max_length < 0:
             raise ValueError(f"max_length must be an integer >= 0 (0: no bound), got "
                              f"{self.max_length!r}")
+        if not self.input_std >= 0:
+            raise ValueError(f"input_std must be >= 0 (0: uniform init), got {self.input_std!r}")
         if self.recurrent_max is not None and not self.recurrent_max > 0:
             raise ValueError(f"recurrent_max must be > 0 (or None), got {self.recurrent_max!r}")
 
@@ -67,7 +71,9 @@ class IndRNN(Cell):
             lo, hi = 0.0, 1.0
         else:
             lo, hi = (1.0 / m if self.position == "last" else 0.0), m
-        return {"w_ih": uniform(k_ih, (input_size, h), 1.0 / np.sqrt(h)),
+        w_ih = (self.input_std * jax.random.normal(k_ih, (input_size, h)) if self.input_std
+                else uniform(k_ih, (input_size, h), 1.0 / np.sqrt(h)))
+        return {"w_ih": w_ih,
                 "u_hh": jax.random.uniform(k_u, (h,), jnp.float32, lo, hi),
                 "b": jnp.zeros((h,))}
 

@@ -41,20 +41,33 @@ def _check_length(name: str, length: int, minimum: int) -> None:
         raise ValueError(f"{name}: length must be an integer >= {minimum}, got {length!r}")
 
 
-def adding(key: jax.Array, batch_size: int, length: int):
+ADDING_MARKS = ("anywhere", "halves")
+
+
+def adding(key: jax.Array, batch_size: int, length: int, marks: str = "anywhere"):
     """The adding problem (Hochreiter & Schmidhuber 1997), in the form of Le et al. 2015.
 
-    Channel 0 holds values u_t ~ U[0, 1]; channel 1 marks two distinct positions, drawn uniformly
-    without replacement, with 1 (0 elsewhere). The target is the sum of the two marked values.
+    Channel 0 holds values u_t ~ U[0, 1]; channel 1 marks two distinct positions with 1 (0
+    elsewhere). The target is the sum of the two marked values. `marks`: "anywhere" draws the
+    two positions uniformly without replacement (Le et al. 2015); "halves" draws one uniformly
+    in [0, T // 2) and one in [T // 2, T) (the coRNN and LEM code, tk-rusch/coRNN and
+    tk-rusch/LEM `adding_task.py`). The baseline of predicting 1 has MSE 1/6 in both.
 
     Returns (inputs [batch, length, 2] float32, targets [batch] float32).
     """
     _check_length("adding", length, 2)
+    if marks not in ADDING_MARKS:
+        raise ValueError(f"marks={marks!r}; valid: {list(ADDING_MARKS)}")
     k_val, k_pos = jax.random.split(key)
     values = jax.random.uniform(k_val, (batch_size, length))
-    # Two distinct positions per row: the two smallest of `length` uniform scores.
-    scores = jax.random.uniform(k_pos, (batch_size, length))
-    _, idx = jax.lax.top_k(-scores, 2)
+    if marks == "anywhere":  # two distinct positions: the two smallest of `length` scores
+        scores = jax.random.uniform(k_pos, (batch_size, length))
+        _, idx = jax.lax.top_k(-scores, 2)
+    else:
+        half = length // 2
+        k_first, k_second = jax.random.split(k_pos)
+        idx = jnp.stack([jax.random.randint(k_first, (batch_size,), 0, half),
+                         jax.random.randint(k_second, (batch_size,), half, length)], axis=1)
     marks = jnp.zeros((batch_size, length)).at[jnp.arange(batch_size)[:, None], idx].set(1.0)
     return jnp.stack([values, marks], axis=-1), jnp.sum(values * marks, axis=-1)
 

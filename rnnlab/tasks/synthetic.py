@@ -14,7 +14,7 @@ from rnnlab.data.hosts import process_rows
 from rnnlab.data.splits import CachedSplits
 from rnnlab.models.sequence import SequenceModel
 from rnnlab.tasks.base import Task, dropout_rngs, register
-from rnnlab.config import ConfigError, check_positive_fields, make_cells
+from rnnlab.config import ConfigError, check_choice, check_positive_fields, make_cells
 
 class SyntheticTask(CachedSplits, Task):
     """Base for the tasks of `rnnlab.data.synthetic`: batches drawn from fold_in(key, step).
@@ -56,10 +56,15 @@ class SyntheticTask(CachedSplits, Task):
             cells=make_cells(m), output_size=self.output_size, readout=self.readout,
             vocab_size=self.vocab_size, embed_dim=m.embed_dim, dropout=m.dropout, unroll=m.unroll)
         gen = synthetic.GENERATORS[self.kind]
-        length, batch = self.length, self.batch_size
+        length, batch, kwargs = self.length, self.batch_size, self.generator_kwargs(t)
         mine = process_rows(batch, jax.process_index(), jax.process_count())  # multi-host
         self._generate = jax.jit(lambda key: {  # this process's rows of the global batch
-            k: v[mine] for k, v in zip(("inputs", "targets"), gen(key, batch, length))})
+            k: v[mine] for k, v in zip(("inputs", "targets"), gen(key, batch, length, **kwargs))})
+
+    @classmethod
+    def generator_kwargs(cls, task_config) -> dict:
+        """Keyword arguments of the task's generator from config.task (none by default)."""
+        return {}
 
     def train_batch(self, step: int):
         return self._generate(jax.random.fold_in(self._train_key, step))
@@ -93,6 +98,15 @@ class Adding(SyntheticTask):
     fraction is >= 0.95 (on the evaluation batches: the test set)."""
 
     kind, min_length, metric = "adding", 2, "mse"
+
+    @classmethod
+    def validate(cls, config) -> None:
+        super().validate(config)
+        check_choice("task.marks", config.task.get("marks", "anywhere"), synthetic.ADDING_MARKS)
+
+    @classmethod
+    def generator_kwargs(cls, task_config) -> dict:
+        return {"marks": task_config.get("marks", "anywhere")}  # synthetic.adding's marks
 
     def loss(self, params, batch, carry, rng, train):
         pred = self.apply(params, batch["inputs"], rng, train)[:, 0]
