@@ -6,10 +6,10 @@
 The config is a forecasting config (`rnnlab.tasks.forecast`) with an extra `esn` section. Both
 models see exactly the same train / validation / test windows:
 
-  DIR/esn/      the ESN: reservoir `rnnlab.cells.ESN` driven by each window, readout fitted in
-                closed form (`rnnlab.tasks.forecast.fit_readout`); metrics.jsonl holds its "eval" (validation)
-                and "test" records at step 0, in the forecasting task's metric names, plus
-                `ridge_alpha` and `fit_seconds`
+  DIR/esn/      the ESN: reservoir `rnnlab.cells.ESN` driven by each window, readout fitted
+                in closed form (`rnnlab.tasks.forecast.fit_readout`); metrics.jsonl holds its
+                "eval" (validation) and "test" records at step 0, in the forecasting task's
+                metric names, plus `ridge_alpha` and `fit_seconds`
   DIR/<cell>/   `train_and_evaluate` of the config's model, e.g. DIR/lstm (any cell; a normal
                 run that resumes)
   DIR/comparison.json   test metrics of both, with NRMSE at the first and last horizon step

@@ -175,7 +175,8 @@ def write_report(config, result, path) -> None:
         t, f = config.train, config.findings
         lines += ["", "## Outcome against gradient flow at initialisation", "",
                   f"The outcome runs: adding T = {t.outcome_length}, {t.outcome_steps} steps, "
-                  f"hidden {t.outcome_hidden}, batch {t.outcome_batch_size}. Solved: final validation MSE below "
+                  f"hidden {t.outcome_hidden}, batch {t.outcome_batch_size}. Solved: final "
+                  f"validation MSE below "
                   f"{f.solved_fraction:g} × the baseline {ADDING_BASELINE_MSE:.3f}; at baseline: "
                   f"above {1 - f.baseline_margin:g} × it. Rate and ‖g‖ at lag T − T/10 at "
                   "initialisation, on the run's own validation inputs.", "",
