@@ -102,7 +102,8 @@ class Adding(SyntheticTask):
     @classmethod
     def validate(cls, config) -> None:
         super().validate(config)
-        check_choice("task.marks", config.task.get("marks", "anywhere"), synthetic.ADDING_MARKS)
+        check_choice("task.marks", cls.generator_kwargs(config.task)["marks"],
+                     synthetic.ADDING_MARKS)
 
     @classmethod
     def generator_kwargs(cls, task_config) -> dict:
