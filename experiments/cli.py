@@ -16,6 +16,7 @@ workdir, checkpoint problems) printed as one line `PROG: message` with exit stat
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import sys
@@ -23,6 +24,29 @@ import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+
+# glibc malloc settings for XLA:CPU processes (mallopt parameter numbers from <malloc.h>): one
+# arena, no mmap below 1 GiB and no trimming below 2 GiB, so the large buffers a step frees
+# (XLA's temp buffer, the CPU kernel's saved activations: 64 MB per layer on workload L) are
+# reused by the next step instead of being unmapped and faulted in afresh, page by page.
+# Measured on the 2-core EPYC (L LSTM training step, CPU kernel): 17.6k -> 22.5k tokens/s,
+# the same as preloading tcmalloc; the cost is a resident set that keeps its peak.
+MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_THRESHOLD": (-3, 1 << 30),
+           "M_TRIM_THRESHOLD": (-1, 2**31 - 1)}
+
+
+def keep_freed_memory() -> str:
+    """Applies `MALLOPT` to this process (glibc only; `RNNLAB_MALLOC=system` keeps glibc's
+    defaults). Returns what was done: "tuned", "system" or why not ("no glibc")."""
+    if os.environ.get("RNNLAB_MALLOC", "tuned") == "system":
+        return "system"
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return "no glibc"
+    ok = all(mallopt(param, value) == 1 for param, value in MALLOPT.values())
+    return "tuned" if ok else "mallopt refused"
 
 
 def define_config(help_text: str, default: str | None = None) -> None:
@@ -118,7 +142,9 @@ def run(prog: str, main, define_flags=None, config_default: str | None = None,
     """Defines the flags (`define_flags()`, plus --debug), parses them and runs `main(argv)`;
     a `RunError` from `main` is one line `PROG: ...` (ConfigError: `PROG: bad config: ...`),
     extra positional arguments too. absl logging (Orbax logs every save at INFO, read-only
-    restores at WARNING) starts at `log_level` unless --verbosity is given."""
+    restores at WARNING) starts at `log_level` unless --verbosity is given. glibc's malloc keeps
+freed memory for reuse (`keep_freed_memory`)."""
+    keep_freed_memory()
     if define_flags is not None:
         define_flags()
     if "debug" not in flags.FLAGS:

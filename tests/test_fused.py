@@ -265,10 +265,10 @@ def test_split_vjp_path_flax_params_and_bfloat16():
 # --- choosing the path -----------------------------------------------------------------------
 
 
-def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
+def test_auto_on_cpu_is_the_kernel_or_vjp_and_fused_paths_say_why_not():
     cell, params, xs, carry = _problem()
     assert fused.platform() == "cpu"
-    fast = "vjp"  # small steps: not the fused CPU kernel (test_fused_cpu.py)
+    fast = "vjp" if fused.cpu.unavailable() else "cpu"  # the fused CPU kernel at any size
     assert fused.select(cell, params, xs, carry) == fast
     mask = jnp.ones((B, T), bool)
     assert fused.select(cell, params, xs, carry, mask) == fast  # any mask
@@ -282,8 +282,7 @@ def test_auto_is_the_vjp_path_on_cpu_and_fused_paths_say_why_not():
         assert fused.select(*args, **kw) == "scan", case
     for name, kw in [("rnn_tanh", {}), ("lstm", {"peepholes": True})]:
         assert fused.select(rnnlab.cells.make(name, H, **kw), params, xs) == "vjp", name
-    gru = "vjp" if fused.cpu.unavailable() else "cpu"  # the fused CPU kernel at any size
-    assert fused.select(rnnlab.cells.make("gru", H), params, xs) == gru
+    assert fused.select(rnnlab.cells.make("gru", H), params, xs) == fast
     proj = rnnlab.cells.make("lstm", H, proj_size=2)
     p_proj = proj.init(jax.random.key(0), IN)
     assert fused.select(proj, p_proj, xs) == "scan"  # a second matmul per step

@@ -87,6 +87,9 @@ flags.DEFINE_enum("fused", "auto", ["auto", "scan", "cudnn", "pallas", "vjp", "c
                   "CPU kernel (cpu) or vjp on CPU")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "rnnlab compute dtype (bfloat16: params, carry, accumulation stay float32)")
+flags.DEFINE_enum("malloc", "tuned", ["tuned", "system"],
+                  "glibc malloc of the JAX workers: tuned = as experiments' entry points set it "
+                  "(experiments.cli.keep_freed_memory), system = glibc's defaults")
 flags.DEFINE_integer("rounds", 1, "measure every run this many times, round-robin over the "
                      "plan (so a drift in the machine's speed hits all alike), and report each "
                      "run's best round")
@@ -114,7 +117,7 @@ def plan(workloads, cells, impls, quick, remat):
 
 def launch(spec, timeout):
     cmd = [sys.executable, "-m", "experiments.benchmarks.speed", "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", RNNLAB_MALLOC=spec.get("malloc", "tuned"))
     if spec["impl"] == "torch_tcmalloc":
         lib = tcmalloc_path()
         if lib is None:
@@ -231,7 +234,7 @@ def main(argv):
     specs = plan(workloads, cells, impls, FLAGS.quick, FLAGS.remat)
     for spec in specs:
         spec.update(cfg=shapes[spec["workload"]], steps=steps, warmup=warmup,
-                    unroll=FLAGS.unroll, fused=FLAGS.fused, dtype=FLAGS.dtype)
+                    unroll=FLAGS.unroll, fused=FLAGS.fused, dtype=FLAGS.dtype, malloc=FLAGS.malloc)
     rounds = [[] for _ in specs]
     for r in range(FLAGS.rounds):
         for spec, runs in zip(specs, rounds):
@@ -251,7 +254,8 @@ def main(argv):
                     "load_avg_end": os.getloadavg(), "platform": sys.platform,
                     "python": sys.version.split()[0]},
         "quick": FLAGS.quick, "workloads": {k: shapes[k] for k in workloads},
-        "rnnlab_options": {"unroll": FLAGS.unroll, "fused": FLAGS.fused, "dtype": FLAGS.dtype},
+        "rnnlab_options": {"unroll": FLAGS.unroll, "fused": FLAGS.fused, "dtype": FLAGS.dtype,
+                           "malloc": FLAGS.malloc},
         "rounds": FLAGS.rounds, "steps": steps,
         "results": results, "same_math": checks,
     }

@@ -53,12 +53,15 @@ def _batches(task, n):
 def worker_rnnlab(config, steps, warmup):
     import jax
 
+    from experiments.cli import keep_freed_memory
+
     from rnnlab import tasks as tasks_lib
     from rnnlab.train import mesh as mesh_lib
     from rnnlab.train.optim import make_optimizer
     from rnnlab.train.state import create_sharded_state
     from rnnlab.train.steps import make_step_fns
 
+    malloc = keep_freed_memory()  # as experiments.train does
     task = tasks_lib.make_task(config)
     layout = mesh_lib.Layout.from_config(config.mesh)
     optimizer = make_optimizer(config.optim, task.steps_per_epoch, config.train.steps)
@@ -77,7 +80,7 @@ def worker_rnnlab(config, steps, warmup):
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return {"first_loss": first, "compile_s": compile_s, "times": times,
-            "device": jax.devices()[0].platform}
+            "device": jax.devices()[0].platform, "malloc": malloc}
 
 
 def worker_torch(config, steps, warmup):
@@ -147,7 +150,8 @@ def _summary(impl, res, config):
     med = statistics.median(res["times"])
     return {"impl": impl, "device": res["device"], "first_loss": res["first_loss"],
             "compile_s": res["compile_s"], "steps": len(res["times"]), "step_median_s": med,
-            "step_min_s": min(res["times"]), "tokens_per_s": tokens / med}
+            "step_min_s": min(res["times"]), "tokens_per_s": tokens / med,
+            **({"malloc": res["malloc"]} if "malloc" in res else {})}
 
 
 def main(argv):

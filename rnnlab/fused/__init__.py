@@ -28,8 +28,8 @@ Paths:
             float32, any mask.
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
-LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` with a large enough step where the
-kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan"
+LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` (the plain LSTM and the cuDNN-form GRU)
+where the kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan"
 otherwise (always for `rnnlab.unroll(..., resets=...)` and for the projection LSTM); under
 `jax.vmap` (the cuDNN binding has no batching rule) it falls back to the scan at trace time.
 When the CPU kernel cannot be built (no compiler, another platform) "auto" logs the reason

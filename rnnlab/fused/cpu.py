@@ -47,7 +47,7 @@ import jax.numpy as jnp
 F32 = jnp.float32
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernel.cc")
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd",
-         "-fno-math-errno"]
+         "-fno-math-errno", "-fno-trapping-math"]
 TARGETS = {"rnnlab_lstm_fwd": "RnnlabLstmForward", "rnnlab_lstm_bwd": "RnnlabLstmBackward",
            "rnnlab_gru_fwd": "RnnlabGruForward", "rnnlab_gru_bwd": "RnnlabGruBackward"}
 

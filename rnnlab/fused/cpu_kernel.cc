@@ -179,14 +179,16 @@ struct Barrier {
 };
 
 // Threads for one call: $RNNLAB_CPU_THREADS, else 2 (at most the CPU count) where a step's
-// GEMM is large (>= 32 MFLOP: workloads A and B), else 1: with small steps (workload L) the
-// per-step barrier costs more than the split saves, and far more on a loaded machine, where
-// the partner thread may be descheduled at the barrier. Never more than H / 16.
+// GEMM has >= 4 MFLOP (all of workloads A, B and L: on a quiet machine the L LSTM layer's
+// forward + backward calls take 60 + 50 ms on 2 threads against 100 + 75 on one), else 1:
+// below that the per-step barrier (~1 us quiet, far more on a loaded machine, where the
+// partner thread may be descheduled at it) costs more than the split saves. Never more than
+// H / 16.
 int num_threads(int64_t B, int64_t H, int64_t G) {
   const char *env = std::getenv("RNNLAB_CPU_THREADS");
   int n = 1;
   if (env && *env) n = std::atoi(env);
-  else if (2.0 * B * H * G >= 32e6) n = std::min(2u, std::max(1u, std::thread::hardware_concurrency()));
+  else if (2.0 * B * H * G >= 4e6) n = std::min(2u, std::max(1u, std::thread::hardware_concurrency()));
   n = std::max(1, std::min(n, 16));
   return static_cast<int>(std::min<int64_t>(n, std::max<int64_t>(1, H / 16)));
 }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 
 import jax
 import jax.numpy as jnp
@@ -20,13 +19,10 @@ PATHS = ("auto", "scan", "cudnn", "pallas", "vjp", "cpu")
 # `experiments.benchmarks.speed` (LSTM: workload B 1.45x, L 1.3x, A the same; GRU and tanh RNN
 # on B ~1.3x; GRU on L 1.1-1.2x)
 AUTO = {"cuda": "cudnn", "cpu": "vjp"}
-# "auto" on CPU takes the fused kernel ("cpu") over "vjp" for these cells where a step's
-# recurrent GEMM has at least this many FLOPs (2 batch hidden G): measured with
-# `experiments.benchmarks.speed --fused=auto` against `--fused=vjp` on the 2-core EPYC (README,
-# Speed; under heavy load): workload B (67 MFLOP per step) LSTM 1.58x, GRU 1.38x; workload L
-# (8.4 / 6.3 MFLOP) GRU 1.20x but LSTM 0.83x, so the LSTM at L-sized steps stays on "vjp".
-# Workload A (68 MFLOP) follows B by size, unmeasured.
-AUTO_CPU_KERNEL = {"LSTM": 32e6, "GRU": 0.0}
+# "auto" on CPU takes the fused kernel ("cpu") over "vjp" for these cells wherever it can run:
+# measured with `experiments.benchmarks.speed --fused=cpu` against `--fused=vjp` on the 2-core
+# EPYC, quiet (README, Speed): workload L LSTM 31.5k against 17.9k tokens/s; B and A: README.
+AUTO_CPU_KERNEL = ("LSTM", "GRU")
 _log = logging.getLogger(__name__)
 
 
@@ -116,10 +112,7 @@ def _log_fallback(why: str) -> None:
 
 def _auto(cell, params, xs, carry, mask, compute_dtype, remat, lengths) -> str:
     path = AUTO.get(platform())
-    gates = 4 if type(cell) is LSTM else 3
-    flops = 2 * math.prod(xs.shape[:-2]) * cell.hidden_size ** 2 * gates if _cpu_cell(cell) else 0
-    if (path == "vjp" and type(cell).__name__ in AUTO_CPU_KERNEL and _cpu_cell(cell)
-            and flops >= AUTO_CPU_KERNEL[type(cell).__name__]):
+    if path == "vjp" and type(cell).__name__ in AUTO_CPU_KERNEL and _cpu_cell(cell):
         reasons = why_not("cpu", cell, params, xs, carry, mask, compute_dtype, remat)
         if not reasons:
             return "cpu"
