@@ -70,6 +70,9 @@ def main(argv):
     import jax
     import jax.numpy as jnp
 
+    from experiments.cli import keep_freed_memory
+
+    print(f"malloc: {keep_freed_memory()} (speed.py's --malloc; RNNLAB_MALLOC=system: glibc's)")
     if FLAGS.workload not in speed.WORKLOADS:
         raise app.UsageError(f"--workload={FLAGS.workload!r}: profile one of "
                              f"{sorted(speed.WORKLOADS)}")
