@@ -458,6 +458,25 @@ def test_cli_chmod_000_checkpoint_is_one_line(golden, run):
     _one_clean_line(proc, str(run / "checkpoints" / "6"), "chmod")
 
 
+def test_start_up_sigterm_exits_even_inside_a_gc_callback():
+    """A SIGTERM handled while Python runs a gc callback (JAX registers one): an exception
+    raised there is printed and ignored, so the start-up handler must not rely on one."""
+    code = ("import gc, os, signal, time\n"
+            "from experiments import train\n"
+            "signal.signal(signal.SIGTERM, train._startup_sigterm)\n"
+            "def callback(phase, info):\n"
+            "    if phase == 'start':\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(0.5)\n"
+            "gc.callbacks.append(callback)\n"
+            "gc.collect()\n"
+            "print('survived', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, (proc.returncode, proc.stderr[-1000:])
+    assert "survived" not in proc.stdout and "SIGTERM" in proc.stderr
+
+
 @pytest.mark.slow
 def test_cli_sigterm_during_start_up_is_a_clean_exit(tmp_path):
     proc = subprocess.Popen(
