@@ -34,7 +34,7 @@ def test_plan_limits_parallel_cells_to_long_workload_and_rnnlab():
 def test_quick_run_writes_json(tmp_path):
     out = tmp_path / "speed.json"
     cmd = [sys.executable, "-m", "experiments.benchmarks.speed", "--quick", "--workload=B",
-           "--cells=lstm", f"--out={out}"]
+           "--cells=lstm", "--impls=rnnlab,torch,flax", f"--out={out}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -45,6 +45,21 @@ def test_quick_run_writes_json(tmp_path):
     assert all(r.get("init_loss_agrees", True) for r in results), report["same_math"]
     assert len({r["device"] for r in results}) == 1, results  # all on one device
     assert "| B | lstm | rnnlab |" in proc.stdout
+    # the JAX workers set glibc's malloc as the entry points do; PyTorch keeps its own
+    assert report["rnnlab_options"]["malloc"] == "tuned"
+    tuned = "tuned" if sys.platform == "linux" else "no glibc"
+    assert {r["impl"]: r.get("malloc") for r in results} == {"rnnlab": tuned, "flax": tuned,
+                                                               "torch": None}
+
+
+def test_keep_freed_memory_applies_mallopt_unless_told_not_to(monkeypatch):
+    from experiments import cli
+
+    monkeypatch.setenv("RNNLAB_MALLOC", "system")
+    assert cli.keep_freed_memory() == "system"
+    monkeypatch.delenv("RNNLAB_MALLOC")
+    if sys.platform == "linux":  # glibc: every mallopt parameter accepted
+        assert cli.keep_freed_memory() == "tuned"
 
 
 def test_ratio_across_devices_is_flagged():

@@ -5,13 +5,15 @@
     python -m experiments.benchmarks.micro --bench=xla_flags --json=runs/bench/xla_flags.json
     python -m experiments.benchmarks.micro --bench=matmul --json=runs/bench/matmul.json
 
-unroll     one LSTM layer, forward + backward over `--time` steps, for hidden x batch shapes and
+unroll     one LSTM layer on the XLA `vjp` path (the fused CPU kernel has no unroll), forward +
+           backward over `--time` steps, for hidden x batch shapes and
            unroll 1, 2, 4, 8 (timed round-robin, so load drifts hit all variants alike); prints
            ms per call (min over repetitions), the speedup over unroll=1, and the choice of
            `rnnlab.unroll.auto_unroll` for the shape. The source of its table `AUTO_UNROLL`.
 memory     XLA's memory analysis (temp buffers of the compiled step; independent of load) of
            speed.py's workload-L training step (2x256 LSTM LM, batch 16) at several sequence
-           lengths, without remat, with remat of every step, and with rnnlab's chunked remat.
+           lengths (all on the scan), without remat, with remat of every step, and with rnnlab's
+           chunked remat.
 xla_flags  one 2x650 LSTM (workload A's recurrent part: batch 20, 35 steps) under several
            XLA_FLAGS (`XLA_FLAG_SETS`), each in its own process, `--passes` passes in turn: the
            bare recurrent matmul [20, 650] x [650, 2600], the forward pass and forward +
@@ -98,7 +100,9 @@ def bench_unroll(hiddens, batches, steps, seconds):
 
             def make(k, cell=cell, params=params, xs=xs):
                 def loss(p, x):
-                    return jnp.sum(jnp.sin(rnnlab.unroll(cell, p, x, unroll=k)[1]))
+                    # the XLA path that unrolls ("auto" would take the fused CPU kernel)
+                    ys = rnnlab.unroll(cell, p, x, unroll=k, fused="vjp")[1]
+                    return jnp.sum(jnp.sin(ys))
 
                 fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
                 fn(params, xs)  # compile
@@ -172,7 +176,10 @@ def bench_memory(seqs):
         x = jnp.zeros((cfg["batch"], seq), jnp.int32)
         row = {"seq": seq}
         for name, remat in (("none", False), ("every_step", 1), ("chunked", True)):
-            spec = dict(impl="rnnlab", cell="lstm", cfg=cfg, remat=remat, unroll=1)
+            # all three on the scan (remat runs there; without it "auto" would take the fused
+            # CPU kernel, whose saved activations are another comparison)
+            spec = dict(impl="rnnlab", cell="lstm", cfg=cfg, remat=remat, unroll=1,
+                        fused="scan")
             step, params, carry0 = lm_workers.jax_train_step(spec, w)
             mem = jax.jit(step, donate_argnums=(0, 1)).lower(params, carry0, x, x).compile()
             row[name] = mem.memory_analysis().temp_size_in_bytes / 2**20

@@ -17,11 +17,13 @@ Workloads (float32):
      rnnlab LSTM with remat (checkpointed chunks of ~sqrt(seq) steps) to report its memory)
 
 rnnlab runs with `--unroll=auto` (the engine's per-shape choice), `--fused=auto` (cuDNN for the
-LSTM on a CUDA GPU; on CPU the fused FFI kernel for the GRU and for LSTM steps of >= 32 MFLOP,
-else the hand-written-backward "vjp" path: `rnnlab.fused.dispatch`) and `--dtype=float32` unless
-told otherwise; the peers always in float32. Peers: PyTorch eager (`torch`), the same with
-tcmalloc preloaded (`torch_tcmalloc`, LD_PRELOAD of Debian's libtcmalloc-minimal4 or
-$RNNLAB_TCMALLOC), and Flax's `nn.RNN` cells (`flax`).
+LSTM on a CUDA GPU; on CPU the fused FFI kernel for the LSTM and the GRU, the hand-written-
+backward "vjp" path for the tanh RNN: `rnnlab.fused.dispatch`) and `--dtype=float32` unless
+told otherwise; the peers always in float32. The JAX workers (rnnlab and Flax) set glibc's
+malloc as `experiments/` entry points do (`experiments.cli.keep_freed_memory`; `--malloc=system`
+leaves glibc's defaults); PyTorch runs with its own defaults. Peers: PyTorch eager (`torch`),
+the same with tcmalloc preloaded (`torch_tcmalloc`, LD_PRELOAD of Debian's
+libtcmalloc-minimal4 or $RNNLAB_TCMALLOC), and Flax's `nn.RNN` cells (`flax`).
 
 Reported per run: compile time (JAX: lower + compile of the step; PyTorch: eager, so the first
 step's time), step time median and min over `--steps` steps after `--warmup` steps, tokens/s,
