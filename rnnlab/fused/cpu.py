@@ -13,7 +13,9 @@ column panels (the kernel's own micro-kernel: MKL's packed GEMM, `cblas_sgemm_pa
 `cblas_sgemm_compute`, runs its generic code path on AMD CPUs and measured slower than XLA's
 dot on the development machine's EPYC; OpenBLAS has no packed-weights API and measured slower
 at batch-sized M), then the gate arithmetic in the same loop (vectorised by g++ -O3
--march=native). The hidden units are split over up to 2 threads (`$RNNLAB_CPU_THREADS`),
+-march=native; -fno-trapping-math lets it vectorise the `floor` in exp: without it the gate
+loops stay scalar, 8x slower). The hidden units are split over up to 2 threads
+(`$RNNLAB_CPU_THREADS`; 2 from 4 MFLOP per step),
 each with its own slice of the packed weights, one barrier per step. The forward saves the
 gate activations; the backward runs one packed GEMM against W_hh^T per step, and
 dW_hh = h_prev^T dZ is one large matmul after the loop (XLA's), db a sum.

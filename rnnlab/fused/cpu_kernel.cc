@@ -4,7 +4,8 @@
 // runs a register-blocked micro-kernel over them (below: MKL's packed GEMM dispatches its
 // generic code path on AMD CPUs and measured slower than XLA's own dot here; OpenBLAS has no
 // packed API). The gate arithmetic runs in the same time loop, over contiguous rows, written so
-// that the compiler vectorises it (branch-free exp / tanh below). Threads: the hidden units are
+// that the compiler vectorises it (branch-free exp / tanh below; -fno-trapping-math, else g++
+// keeps the loops scalar because floor may raise FE_INEXACT). Threads: the hidden units are
 // split over 2 threads for large steps ($RNNLAB_CPU_THREADS), each with its own slice of the packed
 // weights and its own GEMM, one barrier per step. Layouts (row-major, float32):
 //
