@@ -30,8 +30,9 @@ from ml_collections import config_flags
 # arena, no mmap below 1 GiB and no trimming below 2 GiB, so the large buffers a step frees
 # (XLA's temp buffer, the CPU kernel's saved activations: 64 MB per layer on workload L) are
 # reused by the next step instead of being unmapped and faulted in afresh, page by page.
-# Measured on the 2-core EPYC (L LSTM training step, CPU kernel): 17.6k -> 22.5k tokens/s,
-# the same as preloading tcmalloc; the cost is a resident set that keeps its peak.
+# Measured on the 2-core EPYC (L LSTM training step, CPU kernel, `experiments.benchmarks.speed
+# --malloc=system` against the default): 22.6k -> 31.5k tokens/s, as fast as preloading
+# tcmalloc; the cost is a resident set that keeps its peak.
 MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_THRESHOLD": (-3, 1 << 30),
            "M_TRIM_THRESHOLD": (-1, 2**31 - 1)}
 
@@ -143,7 +144,7 @@ def run(prog: str, main, define_flags=None, config_default: str | None = None,
     a `RunError` from `main` is one line `PROG: ...` (ConfigError: `PROG: bad config: ...`),
     extra positional arguments too. absl logging (Orbax logs every save at INFO, read-only
     restores at WARNING) starts at `log_level` unless --verbosity is given. glibc's malloc keeps
-freed memory for reuse (`keep_freed_memory`)."""
+    freed memory for reuse (`keep_freed_memory`)."""
     keep_freed_memory()
     if define_flags is not None:
         define_flags()

@@ -267,14 +267,13 @@ def run_worker(spec):
     cfg = spec["cfg"]
     w = make_weights(spec["cell"], cfg)
     xs, ys = make_batches(cfg)
-    fn = worker_torch if spec["impl"].startswith("torch") else worker_jax
-    if fn is worker_jax:  # JAX runs as experiments' entry points do (PyTorch: its defaults)
+    if spec["impl"].startswith("torch"):  # PyTorch with its own defaults
+        res = worker_torch(spec, w, xs, ys)
+    else:  # JAX as experiments' entry points run it
         from experiments.cli import keep_freed_memory
 
         malloc = keep_freed_memory()
-    res = fn(spec, w, xs, ys)
-    if fn is worker_jax:
-        res["malloc"] = malloc
+        res = dict(worker_jax(spec, w, xs, ys), malloc=malloc)
     times = res.pop("times")
     tokens = cfg["batch"] * cfg["seq"]
     med = statistics.median(times)

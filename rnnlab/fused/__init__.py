@@ -28,13 +28,12 @@ Paths:
             float32, any mask.
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
-LSTM; on CPU "cpu" for the cells in `AUTO_CPU_KERNEL` (the plain LSTM and the cuDNN-form GRU)
-where the kernel can run, else "vjp" for every cell with a split step) where it is valid and "scan"
-otherwise (always for `rnnlab.unroll(..., resets=...)` and for the projection LSTM); under
-`jax.vmap` (the cuDNN binding has no batching rule) it falls back to the scan at trace time.
-When the CPU kernel cannot be built (no compiler, another platform) "auto" logs the reason
-once, in one line, and takes "vjp". Asking for a path where it is not valid is a ValueError
-that says why.
+LSTM; on CPU "cpu" for the plain LSTM and the cuDNN-form GRU where the kernel can run, else
+"vjp" for every cell with a split step) where it is valid and "scan" otherwise (always for
+`rnnlab.unroll(..., resets=...)` and for the projection LSTM); under `jax.vmap` (the cuDNN
+binding has no batching rule) it falls back to the scan at trace time. When the CPU kernel
+cannot be built (no compiler, another platform) "auto" logs the reason once, in one line, and
+takes "vjp". Asking for a path where it is not valid is a ValueError that says why.
 
 Limits of the fused paths: they are custom VJPs, so forward-mode autodiff (`jax.jvp`,
 `jax.jacfwd`) through them fails with JAX's "can't apply forward-mode autodiff (jvp) to a
@@ -45,12 +44,12 @@ from __future__ import annotations
 
 from rnnlab.fused import cpu, cudnn
 from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_recurrence_cpu
-from rnnlab.fused.dispatch import (AUTO, AUTO_CPU_KERNEL, PATHS, is_fallback_error, platform,
+from rnnlab.fused.dispatch import (AUTO, PATHS, is_fallback_error, platform,
                                    select, why_not)
 from rnnlab.fused.layers import fused_unroll
 from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 from rnnlab.fused.split_vjp import split_recurrence
 
-__all__ = ["AUTO", "AUTO_CPU_KERNEL", "PATHS", "cpu", "cudnn", "fused_unroll",
+__all__ = ["AUTO", "PATHS", "cpu", "cudnn", "fused_unroll",
            "gru_recurrence_cpu", "is_fallback_error", "lstm_recurrence", "lstm_recurrence_cpu",
            "lstm_recurrence_scan", "platform", "select", "split_recurrence", "why_not"]
