@@ -58,8 +58,9 @@ class SyntheticTask(CachedSplits, Task):
         gen = synthetic.GENERATORS[self.kind]
         length, batch, kwargs = self.length, self.batch_size, self.generator_kwargs(t)
         mine = process_rows(batch, jax.process_index(), jax.process_count())  # multi-host
-        self._generate = jax.jit(lambda key: {  # this process's rows of the global batch
-            k: v[mine] for k, v in zip(("inputs", "targets"), gen(key, batch, length, **kwargs))})
+        self._generate = jax.jit(lambda key, i: {  # this process's rows of the global batch
+            k: v[mine] for k, v in zip(("inputs", "targets"),
+                                       gen(jax.random.fold_in(key, i), batch, length, **kwargs))})
 
     @classmethod
     def generator_kwargs(cls, task_config) -> dict:
@@ -67,12 +68,12 @@ class SyntheticTask(CachedSplits, Task):
         return {}
 
     def train_batch(self, step: int):
-        return self._generate(jax.random.fold_in(self._train_key, step))
+        return self._generate(self._train_key, step)
 
     def split_batches(self, name: str):
         if name != "validation":
             return None  # no test split: the validation batches are held out already
-        return [self._generate(jax.random.fold_in(self._eval_key, i))
+        return [self._generate(self._eval_key, i)
                 for i in range(self.num_eval_batches)]
 
     def init(self, rng):

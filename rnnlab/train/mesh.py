@@ -173,6 +173,8 @@ class Layout:
         self.check_rows(rows, what)
 
         def put(x):
+            if jax.process_count() == 1:  # one host: no round trip through host memory
+                return jax.device_put(x, self.replicated if np.ndim(x) == 0 else self.rows)
             x = np.asarray(x)
             if x.ndim == 0:
                 return jax.make_array_from_process_local_data(self.replicated, x, x.shape)

@@ -62,16 +62,22 @@ class MetricsWriter:
             self.path.unlink()  # a fresh run on this workdir
         self._file = self.path.open("a")
         from tensorboardX import SummaryWriter  # imported lazily: slow to import
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.summary import scalar
 
         self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+        self._Summary, self._scalar = Summary, scalar
 
     def write(self, record: dict) -> dict:
         record = {k: _plain(v) for k, v in record.items()}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        for k, v in record.items():
-            if k not in ("step", "split") and isinstance(v, (int, float)):
-                self._tb.add_scalar(f"{record['split']}/{k}", v, record["step"])
+        values = [value for k, v in record.items()
+                  if k not in ("step", "split") and isinstance(v, (int, float))
+                  for value in self._scalar(f"{record['split']}/{k}", v).value]
+        if values:  # one event per record (add_scalar per key costs ~0.15 ms each)
+            self._tb._get_file_writer().add_summary(self._Summary(value=values),
+                                                    record["step"])
         return record
 
     def close(self) -> None:
