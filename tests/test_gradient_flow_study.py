@@ -116,6 +116,7 @@ def test_full_variant_trains_the_outcome_runs_at_the_published_length():
             assert (c.task.length, c.train.steps, c.model.hidden, c.task.batch_size) == (
                 1000, 4000, 128, 50)
             assert c.task.eval_batches * c.task.batch_size == 1000  # 1000 test sequences
+            assert c.task.marks == "halves"  # as the LEM, coRNN and IndRNN code draw them
         else:  # the clipping ablation and the copy runs keep the default's setting
             assert c.model.hidden == study_config.get_config().train.hidden
     runs = config.train.runs
@@ -190,6 +191,9 @@ def test_outcome_finding_is_decided_by_the_numbers(smoke_study):
         findings, _ = study.compute_findings(config, entries, runs)
         return {f["key"]: f for f in findings}["outcome_separation"]
 
+    def outcome_rows():
+        return study.compute_findings(config, entries, runs)[1]["outcome"]
+
     assert outcome()["holds"] is True
     assert "does not rank them alone" in outcome()["text"]  # LEM solves from rate -0.3
     by_name = {r["name"]: r for r in runs}
@@ -198,3 +202,55 @@ def test_outcome_finding_is_decided_by_the_numbers(smoke_study):
     by_name["adding_lstm_chrono"]["final_loss"] = 0.008
     by_name["adding_tanh"]["final_loss"] = 0.01  # the tanh RNN solves: not what was expected
     assert outcome()["holds"] is False
+    by_name["adding_tanh"]["final_loss"] = 0.17
+
+    def seeds(*losses):  # a run trained with several seeds: the median decides
+        return [{"seed": k, "status": "ok" if v is not None else "diverged (non-finite at "
+                 "step 3)", "final_loss": v, "rate_init": -0.12 + 0.01 * k}
+                for k, v in enumerate(losses)]
+    by_name["adding_lstm_fb1"]["seed_runs"] = seeds(0.13, 0.16, 0.17)  # one seed learns a bit
+    assert outcome()["holds"] is True
+    row = {o["run"]: o for o in outcome_rows()}["adding_lstm_fb1"]
+    assert (row["final_mse"], row["outcome"], row["final_mse_seeds"]) == (
+        0.16, "at baseline", [0.13, 0.16, 0.17])
+    assert row["rate"] == pytest.approx(-0.11) and row["rate_range"] == pytest.approx(
+        [-0.12, -0.10])
+    assert "0.16 (median of 0.13, 0.16, 0.17) (at baseline)" in outcome()["text"]
+    by_name["adding_lstm_fb1"]["seed_runs"] = seeds(0.13, 0.14, 0.17)  # most seeds learn a bit
+    assert outcome()["holds"] is False
+    by_name["adding_lstm_fb1"]["seed_runs"] = seeds(0.001, None, None)  # most diverged
+    assert {o["run"]: o for o in outcome_rows()}["adding_lstm_fb1"]["outcome"].startswith(
+        "diverged")
+
+
+def test_outcome_seeds_train_the_same_in_worker_processes(tmp_path):
+    """Each outcome run is trained once per `train.outcome_seeds`; `train.workers` spawned
+    processes give the same numbers as this process, and bad values stop before any work."""
+    from experiments.gradient_flow.runs import TrainRuns
+
+    config = smoke_config()
+    t = config.train
+    t.outcome_length, t.outcome_steps, t.outcome_hidden = 8, 3, 4
+    t.outcome_batch_size, t.outcome_eval_batches, t.diagnostics_every = 4, 1, 0
+    t.runs = {"adding_lstm_fb1": study_config._run("adding", "lstm", "forget_bias=1.0",
+                                                   outcome=True)}
+    t.outcome_seeds = (0, 1)
+    study.check_config(config)
+    results = {}
+    for workers in (1, 2):
+        t.workers = workers
+        with TrainRuns(config, str(tmp_path / f"w{workers}")) as training:
+            (run,), entries = training.results(lambda line: None)
+        results[workers] = [s["final_loss"] for s in run["seed_runs"]]
+        assert [s["seed"] for s in run["seed_runs"]] == [0, 1]
+        assert run["seed"] == 0 and {e["phase"] for e in entries} == {"init", "trained"}
+        assert os.path.basename(run["seed_runs"][1]["workdir"]) == "adding_lstm_fb1.seed1"
+        assert all(os.path.exists(os.path.join(s["workdir"], "metrics.jsonl"))
+                   for s in run["seed_runs"])
+    assert results[1] == results[2]  # the same computation, bit for bit
+    assert results[1][0] != results[1][1]  # the seeds differ
+    for field, bad in (("outcome_seeds", ()), ("outcome_seeds", (1, 1)), ("workers", 0)):
+        c = smoke_config()
+        c.train[field] = bad
+        with pytest.raises(ConfigError, match=field):
+            study.check_config(c)

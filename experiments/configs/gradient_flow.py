@@ -12,8 +12,8 @@ short training runs on the adding and copy tasks. No download; a few minutes on 
     # e.g. --config.sweep.seeds=0,1,2,3 --config.train.steps=500 --config.sweep.hidden=128
 
 Writes DIR/gradient_flow.json, DIR/report.md, DIR/*.png and one training run per entry of
-`train.runs` in DIR/runs/<name> (metrics.jsonl with "gradient_flow" records every
-`train.diagnostics_every` steps).
+`train.runs` and seed in DIR/runs/<name>[.seed<k>] (metrics.jsonl with "gradient_flow" records
+every `train.diagnostics_every` steps).
 
 Expected result (default config; report.md states each one as measured, holds / does not hold):
 - tanh RNN: ‖∂L/∂h_{T-k}‖ decays exponentially in k; the fitted rate agrees with the Lyapunov
@@ -27,7 +27,14 @@ Expected result (default config; report.md states each one as measured, holds / 
 - ReLU RNN at radius 1.5 (past the crossing) on the adding task with plain SGD: without
   clipping the first updates overflow (non-finite → stopped); global-norm clipping trains it
   below the 0.167 baseline MSE;
+- who learns adding T = 100 (marks in each half, 3,000 Adam steps, seeds 0, 1, 2, decided on
+  the median): LEM, GRU and the chrono/forget-bias-3 LSTMs solve it, the tanh RNN and the
+  forget-bias-1 LSTM stay at the baseline, each shown next to its rate at initialisation;
 - after training, each cell's long-lag gradient is shown against its value at initialisation.
+
+The training runs go to `train.workers` spawned processes alongside the sweep: a script that
+calls `experiments.gradient_flow.run_study` needs the `if __name__ == "__main__":` guard (or
+`train.workers=1`).
 """
 
 import ml_collections
@@ -112,6 +119,12 @@ def get_config(variant: str = ""):
     t.outcome_hidden = 32  # their hidden units
     t.outcome_batch_size = 32  # their train batch size
     t.outcome_eval_batches = 8  # their validation batches (of outcome_batch_size)
+    t.outcome_marks = "halves"  # one mark in each half, as the LEM, coRNN and IndRNN code draw
+    #                             them (experiments/configs/long_range.py): no pair of marks
+    #                             within the last few steps, which a forgetful cell could learn
+    t.outcome_seeds = (0, 1, 2)  # each outcome run is trained once per seed; its verdict is
+    #                              decided by the median final MSE over them
+    t.workers = 2  # processes training the runs, alongside the sweep (1: this process, after it)
     t.log_every = 1  # train records (loss, grad_norm, clipped) every N steps: clip events
     t.eval_every = 100  # validation every N steps
     t.diagnostics_every = 50  # gradient-flow record in metrics.jsonl every N steps

@@ -7,7 +7,8 @@ sequence lengths and clipping, at initialisation and along short training runs.
 Writes DIR/gradient_flow.json (every configuration's lag -> gradient-norm curve, fitted rate,
 Lyapunov reference, spectra summary, final task metric, clip events), DIR/report.md (tables and
 the findings, each decided from the measured numbers), DIR/*.png and the training runs in
-DIR/runs/<name>. `run_study(config, workdir)` does all of it and returns the JSON's content.
+DIR/runs/<name>[.seed<k>]. `run_study(config, workdir)` does all of it and returns the JSON's
+content.
 
 Parts: `sweep` (measurements at initialisation), `runs` (training runs through the engine),
 `findings` (verdicts, thresholds from `config.findings`), `report` (plots and report.md),
@@ -25,7 +26,7 @@ import jax
 from experiments.gradient_flow.common import TRAIN_TASKS, json_default
 from experiments.gradient_flow.findings import compute_findings
 from experiments.gradient_flow.report import make_plots, write_report
-from experiments.gradient_flow.runs import train_config, train_runs
+from experiments.gradient_flow.runs import TrainRuns, train_config
 from experiments.gradient_flow.sweep import measure_init_sweep
 from rnnlab.config import ConfigError
 
@@ -50,6 +51,13 @@ def check_config(config) -> None:
     if any(not 0 <= k <= max(s.lengths) for k in s.spectra_lags):
         raise ConfigError(f"config.sweep.spectra_lags={s.spectra_lags!r} must lie in "
                           f"[0, {max(s.lengths)}]")
+    seeds = list(t.outcome_seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config.train.outcome_seeds={t.outcome_seeds!r} needs at least one "
+                          "seed and no repeats, e.g. --config.train.outcome_seeds='(0, 1, 2)'")
+    if not isinstance(t.workers, int) or t.workers < 1:
+        raise ConfigError(f"config.train.workers={t.workers!r} must be an integer >= 1 "
+                          "(processes training the runs; 1: this process)")
     for name, run in t.runs.items():
         if run.task not in TRAIN_TASKS:
             raise ConfigError(f"config.train.runs.{name}.task={run.task!r}; valid: "
@@ -66,9 +74,10 @@ def run_study(config, workdir: str, *, progress=None,
     say = progress or (lambda line: None)
     os.makedirs(workdir, exist_ok=True)
     t0 = time.perf_counter()
-    entries = measure_init_sweep(config, say)
-    t1 = time.perf_counter()
-    runs, train_entries = train_runs(config, workdir, say)
+    with TrainRuns(config, workdir) as training:  # workers > 1: training starts now
+        entries = measure_init_sweep(config, say)
+        t1 = time.perf_counter()
+        runs, train_entries = training.results(say)
     t2 = time.perf_counter()
     entries += train_entries
     findings, derived = compute_findings(config, entries, runs)
@@ -76,7 +85,9 @@ def run_study(config, workdir: str, *, progress=None,
               "config": config.to_dict(), "device": f"{jax.devices()[0].platform} "
               f"({os.cpu_count()} CPUs visible)", "command": command}
     result["plots"] = make_plots(config, entries, runs, derived, workdir)
-    result.update(sweep_time_s=t1 - t0, train_time_s=t2 - t1,
+    workers = config.train.workers
+    result.update(sweep_time_s=t1 - t0, train_time_s=t2 - (t0 if workers > 1 else t1),
+                  train_workers=workers,
                   wall_time_s=time.perf_counter() - t0)
     with open(os.path.join(workdir, "gradient_flow.json"), "w") as f:
         json.dump(result, f, indent=1, allow_nan=False, default=json_default)

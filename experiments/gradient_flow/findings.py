@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.gradient_flow.common import agrees, fmt_norm, fmt_rate, where
+from experiments.gradient_flow.common import agrees, as_float, fmt_norm, fmt_rate, where
 
 
 def _crossing(radii, rates):
@@ -162,11 +162,12 @@ def compute_findings(config, entries, runs) -> tuple[list[dict], dict]:
         holds = len(solved) >= f.min_solved and all(expected)
         trained = {e["run"]: e["rate"] for e in entries if e.get("phase") == "trained"}
         t = config.train
-        text = (f"adding T={t.outcome_length}, {t.outcome_steps} steps, baseline MSE "
+        text = (f"adding T={t.outcome_length}, {t.outcome_steps} steps, seeds "
+                f"{list(t.outcome_seeds)} (verdicts on the median final MSE), baseline MSE "
                 f"{outcome[0]['baseline']:.3f}; solved means final validation MSE below "
                 f"{f.solved_fraction:g} × baseline, at baseline means above "
                 f"{1 - f.baseline_margin:g} × baseline. "
-                + "; ".join(f"{o['run']}: MSE {fmt_norm(o['final_mse'])} ({o['outcome']}), "
+                + "; ".join(f"{o['run']}: MSE {_seed_mses(o)} ({o['outcome']}), "
                             f"rate at init {fmt_rate(o['rate'])}/step" for o in outcome)
                 + f". {len(solved)} solved, {len(stuck)} at baseline (expected at baseline: "
                 + ", ".join(f"{n} {verdicts.get(n, 'not run')}" for n in f.expected_at_baseline)
@@ -200,16 +201,31 @@ def compute_findings(config, entries, runs) -> tuple[list[dict], dict]:
     return out, derived
 
 
+def _seed_mses(o) -> str:
+    """'0.150 (median of 0.137, 0.150, 0.182)', or the one value of a single seed."""
+    if len(o["final_mse_seeds"]) == 1:
+        return fmt_norm(o["final_mse"])
+    return (f"{fmt_norm(o['final_mse'])} (median of "
+            + ", ".join(fmt_norm(v) for v in o["final_mse_seeds"]) + ")")
+
+
 def outcome_table(config, entries, runs) -> list[dict]:
-    """One row per outcome run: its fitted gradient rate at initialisation (on its task's
-    validation inputs), final validation MSE and outcome ("solved", "at baseline", "between",
-    or the run's status when it did not finish), ordered by rate."""
+    """One row per outcome run, ordered by rate: its fitted gradient rate at initialisation
+    (on its task's validation inputs; the mean over its seeds), the final validation MSE of
+    each seed and their median, and the outcome the median decides ("solved", "at baseline",
+    "between"; a seed that did not finish counts as above every other, and a median on such a
+    seed gives that seed's status)."""
     f, rows = config.findings, []
     for r in (r for r in runs if r.get("outcome")):
         init = where(entries, run=r["name"], phase="init")
-        mse, base = r["final_loss"], r["baseline_loss"]
-        if mse is None:
-            verdict = r["status"]
+        seeds = r.get("seed_runs") or [{"seed": r.get("seed"), "status": r["status"],
+                                        "final_loss": r["final_loss"],
+                                        "rate_init": init[0]["rate"] if init else None}]
+        losses = [np.inf if s["final_loss"] is None else s["final_loss"] for s in seeds]
+        mse, base = float(np.median(losses)), r["baseline_loss"]
+        rates = [s["rate_init"] for s in seeds if s["rate_init"] is not None]
+        if not np.isfinite(mse):
+            verdict = next(s["status"] for s in seeds if s["final_loss"] is None)
         elif mse < f.solved_fraction * base:
             verdict = "solved"
         elif mse >= (1 - f.baseline_margin) * base:
@@ -217,8 +233,10 @@ def outcome_table(config, entries, runs) -> list[dict]:
         else:
             verdict = "between"
         rows.append({"run": r["name"], "cell": r["cell"], "cell_kwargs": r["cell_kwargs"],
-                     "rate": init[0]["rate"] if init else None,
+                     "rate": float(np.mean(rates)) if rates else None,
+                     "rate_range": [min(rates), max(rates)] if rates else None,
                      "grad_norm_at_long_lag": init[0]["grad_norm_at_long_lag"] if init else None,
-                     "final_mse": mse, "baseline": base, "outcome": verdict})
+                     "seeds": [s["seed"] for s in seeds],
+                     "final_mse_seeds": [s["final_loss"] for s in seeds],
+                     "final_mse": as_float(mse), "baseline": base, "outcome": verdict})
     return sorted(rows, key=lambda o: -np.inf if o["rate"] is None else o["rate"])
-

@@ -72,18 +72,28 @@ def make_plots(config, entries, runs, derived, workdir) -> dict:
         out["rate_during_training"] = plots.plot_training_curves(
             during, os.path.join(workdir, "rate_during_training.png"), metric="rate",
             logy=False, title="Fitted gradient rate during training (diagnostics hook)")
-    points = {f"{o['run']} ({o['outcome']})": {
-        "x": o["rate"], "x_lo": np.nan, "x_hi": np.nan, "y": o["final_mse"],
-        "y_lo": np.nan, "y_hi": np.nan} for o in derived.get("outcome", [])
-        if o["rate"] is not None and o["final_mse"] is not None}
+    points = {}
+    for o in derived.get("outcome", []):  # the seeds' median and range
+        if o["rate"] is None or o["final_mse"] is None:
+            continue
+        finite = [v for v in o["final_mse_seeds"] if v is not None]
+        many = len(o["final_mse_seeds"]) > 1
+        points[f"{o['run']} ({o['outcome']})"] = {
+            "x": o["rate"], "y": o["final_mse"],
+            "x_lo": o["rate_range"][0] if many else np.nan,
+            "x_hi": o["rate_range"][1] if many else np.nan,
+            "y_lo": min(finite) if many else np.nan, "y_hi": max(finite) if many else np.nan}
     if points:
         t = config.train
         out["outcome_vs_rate"] = plots.plot_outcome_vs_rate(
             points, os.path.join(workdir, "outcome_vs_rate.png"),
             xlabel="fitted gradient rate at initialisation (per step)",
             ylabel="final validation MSE",
-            title=f"adding T={t.outcome_length}, {t.outcome_steps} steps: outcome vs gradient "
-                  f"flow at init (baseline {ADDING_BASELINE_MSE:.3f})")
+            title=f"adding T={t.outcome_length}, {t.outcome_steps} steps: median of "
+                  f"{len(t.outcome_seeds)} seeds (bars: their range)",
+            levels={f"baseline {ADDING_BASELINE_MSE:.3f}": ADDING_BASELINE_MSE,
+                    f"solved below {config.findings.solved_fraction:g} × baseline":
+                    config.findings.solved_fraction * ADDING_BASELINE_MSE})
     pairs = {}
     for e in entries:
         if (e.get("run") and e["group"] == "adding"
@@ -102,7 +112,10 @@ def write_report(config, result, path) -> None:
     lines = ["# Gradient-flow study", "",
              f"Command: `{result['command']}`  ",
              f"Wall time: {result['wall_time_s']:.0f} s (sweep {result['sweep_time_s']:.0f} s, "
-             f"training {result['train_time_s']:.0f} s) on {result['device']}.", "",
+             f"training {result['train_time_s']:.0f} s"
+             + (f" in {result['train_workers']} worker processes alongside the sweep"
+                if result.get("train_workers", 1) > 1 else "")
+             + f") on {result['device']}.", "",
              "Gradient norms are ‖∂L/∂h_{T−k}‖ for a last-step loss L = u·s_T (u a fixed random "
              "unit readout of the whole carry, [h, c] for an LSTM), averaged over the batch; the "
              "rate is the least-squares slope of the mean log-norm against lag k (negative: "
@@ -175,18 +188,22 @@ def write_report(config, result, path) -> None:
         t, f = config.train, config.findings
         lines += ["", "## Outcome against gradient flow at initialisation", "",
                   f"The outcome runs: adding T = {t.outcome_length}, {t.outcome_steps} steps, "
-                  f"hidden {t.outcome_hidden}, batch {t.outcome_batch_size}. Solved: final "
-                  f"validation MSE below "
+                  f"hidden {t.outcome_hidden}, batch {t.outcome_batch_size}, marks "
+                  f"{t.outcome_marks}, seeds {list(t.outcome_seeds)}. Each verdict is decided by "
+                  "the median over the seeds of the final validation MSE. Solved: below "
                   f"{f.solved_fraction:g} × the baseline {ADDING_BASELINE_MSE:.3f}; at baseline: "
                   f"above {1 - f.baseline_margin:g} × it. Rate and ‖g‖ at lag T − T/10 at "
-                  "initialisation, on the run's own validation inputs.", "",
-                  "| run | cell | rate at init | ‖g‖@(T − T/10) at init | final MSE | outcome |",
-                  "|---|---|---|---|---|---|"]
+                  "initialisation, on the run's own validation inputs (rate: mean over the "
+                  "seeds; ‖g‖: the first seed).", "",
+                  "| run | cell | rate at init | ‖g‖@(T − T/10) at init | final MSE per seed | "
+                  "median | outcome |",
+                  "|---|---|---|---|---|---|---|"]
         for o in outcome:
             kw = f" ({o['cell_kwargs']})" if o["cell_kwargs"] else ""
+            per_seed = ", ".join(f"{fmt_norm(v)}" for v in o["final_mse_seeds"])
             lines.append(f"| {o['run']} | {o['cell']}{kw} | {fmt_rate(o['rate'])} | "
-                         f"{fmt_norm(o['grad_norm_at_long_lag'])} | {fmt_norm(o['final_mse'])} | "
-                         f"{o['outcome']} |")
+                         f"{fmt_norm(o['grad_norm_at_long_lag'])} | {per_seed} | "
+                         f"{fmt_norm(o['final_mse'])} | {o['outcome']} |")
     lines += ["", "## Plots", ""]
     captions = {
         "grad_norm_vs_lag": "Gradient norm against lag at initialisation, one line per "

@@ -173,10 +173,11 @@ def plot_mean_curves(curves: dict, path: str, *, ylabel: str, title: str, logy: 
 
 
 def plot_outcome_vs_rate(points: dict, path: str, *, xlabel: str, ylabel: str, title: str,
-                         logy: bool = True) -> str:
+                         logy: bool = True, levels: dict | None = None) -> str:
     """One point per group with error bars in both directions.
 
     points: name -> {"x", "x_lo", "x_hi", "y", "y_lo", "y_hi"} (interval ends may be NaN).
+    levels: label -> y of dashed horizontal reference lines (e.g. a baseline, a threshold).
     """
     if not points:
         raise ValueError("plot_outcome_vs_rate needs at least one point")
@@ -194,6 +195,8 @@ def plot_outcome_vs_rate(points: dict, path: str, *, xlabel: str, ylabel: str, t
     if logy and all(float(p["y"]) > 0 for p in points.values()):
         ax.set_yscale("log")
     ax.axvline(0.0, color="0.6", lw=0.8)
+    for j, (label, level) in enumerate((levels or {}).items()):
+        ax.axhline(level, color="0.4", lw=0.8, ls=("--", ":", "-.")[j % 3], label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
