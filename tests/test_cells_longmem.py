@@ -7,6 +7,8 @@ test_unroll.py and test_cells.py.)"""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -275,6 +277,40 @@ def test_indrnn_fitted_rate_and_lyapunov_equal_log_u():
     np.testing.assert_allclose(float(flow["lyapunov"]), np.log(c), atol=1e-4)
 
 
+def test_indrnn_grad_clip_clips_the_pre_activation_gradient_only():
+    """grad_clip leaves the forward pass alone and clips ∂L/∂(pre-activation) elementwise at
+    every step (Lasagne's grad_clipping); the diagnostics measure the unclipped dynamics."""
+    plain = rnnlab.cells.make("indrnn", 6, max_length=20)
+    clipped = rnnlab.cells.make("indrnn", 6, max_length=20, grad_clip=10.0)
+    p = plain.init(jax.random.key(0), 2)
+    p = {**p, "b": jnp.full((6,), 5.0)}  # every unit active: ReLU' = 1
+    xs = jax.random.uniform(jax.random.key(1), (3, 4, 2))
+
+    def loss(cell, scale, p):
+        _, ys = rnnlab.unroll(cell, p, xs, fused="scan")
+        return scale * ys[:, -1].sum()
+
+    tree_allclose(rnnlab.unroll(clipped, p, xs)[1], rnnlab.unroll(plain, p, xs)[1])
+    small = [jax.grad(functools.partial(loss, c, 1.0))(p) for c in (plain, clipped)]
+    tree_allclose(small[0], small[1])  # |∂L/∂pre| = |u|^k <= 2^{k/20} < 10: nothing clipped
+    g = jax.grad(functools.partial(loss, clipped, 100.0))(p)
+    # the last step's ∂L/∂pre is 100 per unit and sample, clipped to 10; each earlier step's
+    # is u ⊙ (the later, clipped one) < 10 * 2^{1/20}, clipped to 10 again where it exceeds it
+    u = np.asarray(p["u_hh"])
+    per_step = [np.full(6, 10.0)]
+    for _ in range(3):
+        per_step.append(np.minimum(u * per_step[-1], 10.0))
+    want_b = 3 * np.sum(per_step, axis=0)
+    np.testing.assert_allclose(np.asarray(g["b"]), want_b, rtol=1e-5)
+    big = jax.grad(functools.partial(loss, plain, 100.0))(p)
+    assert np.all(np.asarray(big["b"]) > 3 * 100.0)  # unclipped: 100 at the last step alone
+    assert clipped.dynamics() == plain
+    flows = [D.gradient_flow(c, p, xs) for c in (plain, clipped)]  # jacfwd inside: no error
+    np.testing.assert_array_equal(np.asarray(flows[0]["rate"]), np.asarray(flows[1]["rate"]))
+    with pytest.raises(ValueError, match="grad_clip"):
+        rnnlab.cells.make("indrnn", 4, grad_clip=-1.0)
+
+
 # --- composition and diagnostics for every new cell ------------------------------------------
 
 
@@ -352,7 +388,8 @@ def test_long_range_configs_validate_and_bad_variant_is_named():
         for suffix in ("", "_2000", "_smoke"):
             validate(mod.get_config(name + suffix))
     c = mod.get_config("indrnn_adding_2000")
-    assert c.model.cell_kwargs == "max_length=2000,input_std=0.001" and c.task.length == 2000
+    assert c.model.cell_kwargs == "max_length=2000,input_std=0.001,grad_clip=10.0"
+    assert (c.task.length, c.optim.clip) == (2000, "none")  # their clip is the cell's own
     for name in ("lem_adding", "cornn_adding", "indrnn_adding"):  # their code's marks
         assert mod.get_config(name).task.marks == "halves"
     c.task.marks = "middle"

@@ -121,7 +121,8 @@ def test_full_variant_trains_the_outcome_runs_at_the_published_length():
             assert c.model.hidden == study_config.get_config().train.hidden
     runs = config.train.runs
     assert runs.adding_lstm_chrono.cell_kwargs == "chrono_init=1000"
-    assert runs.adding_indrnn.cell_kwargs == "max_length=1000"
+    assert (runs.adding_indrnn.cell_kwargs, runs.adding_indrnn.clip) == (
+        "max_length=1000,input_std=0.001,grad_clip=10.0", "none")
     assert (runs.adding_lem.cell_kwargs, runs.adding_lem.clip) == ("dt=0.0242", "none")
     # the default's outcome runs keep their short-run setting
     default = study_config.get_config()

@@ -14,9 +14,9 @@ Published settings (official code):
   indrnn_adding  IndRNN (Li et al. 2018, Sunnydreamrain/IndRNN_Theano_Lasagne adding/adding.py):
                  2 layers of 128 ReLU units, Adam 2e-4, batch 32, W_ih ~ N(0, 0.001²),
                  |u| <= 2^{1/T} after every update; solves T = 1000 and 5000 where LSTM and
-                 IRNN fail (figures only in the paper). Their gradient clipping is Lasagne's
-                 grad_clipping=10 (elementwise, on the gradient through the recurrence); here
-                 global-norm clipping at 10 stands in for it.
+                 IRNN fail (figures only in the paper). Their only gradient clipping is
+                 Lasagne's grad_clipping=10: the gradient with respect to each step's
+                 pre-activation, clipped elementwise (the cell's grad_clip=10).
   exprnn_copy    expRNN (Lezcano-Casado & Martínez-Rubio 2019, Lezcano/expRNN): copy memory,
                  hidden 190, RMSprop 2e-4 (2e-5 on the skew generator: lr_scales skew=0.1),
                  batch 128, Henaff init. Memoryless baseline 10·ln 8/(T + 20) = 0.0204 at
@@ -78,9 +78,9 @@ def get_config(variant: str = "lem_adding"):
     elif name == "indrnn_adding":
         c = _task("adding", length, 32, 1024)
         c.model.cell, c.model.num_layers = "indrnn", 2  # 128 units each
-        c.model.cell_kwargs = f"max_length={length},input_std=0.001"  # |u| <= 2^{1/T}
-        c.optim.lr = 2e-4
-        c.optim.clip, c.optim.clip_value = "global_norm", 10.0
+        # |u| <= 2^{1/T}; their Lasagne grad_clipping=10: ∂L/∂(pre-activation) elementwise
+        c.model.cell_kwargs = f"max_length={length},input_std=0.001,grad_clip=10.0"
+        c.optim.lr = 2e-4  # and no other clipping (c.optim.clip = "none")
         c.train.steps = 10_000
     else:
         c = _task("adding", length, 50, 1000)  # base_config's 128 units and Adam
@@ -93,5 +93,5 @@ def get_config(variant: str = "lem_adding"):
     if smoke:
         synthetic_smoke(c, length=10)
         if name == "indrnn_adding":
-            c.model.cell_kwargs = "max_length=10,input_std=0.001"
+            c.model.cell_kwargs = "max_length=10,input_std=0.001,grad_clip=10.0"
     return c

@@ -159,13 +159,16 @@ def write_report(config, result, path) -> None:
         t = config.train
         lines += ["", "## Training runs", "",
                   f"Hidden {t.hidden}, batch {t.batch_size}, {t.steps} steps, adding T = "
-                  f"{t.adding_length}, copy T = {t.copy_length} (sequences of T + 20). The "
+                  f"{t.adding_length}, copy T = {t.copy_length} (sequences of T + 20); the "
+                  "outcome runs' setting and seeds are in the next section, and this table "
+                  "has their first seed. The "
                   "metric is the final validation MSE (adding) or recall accuracy (copy); "
                   f"baseline: adding MSE {ADDING_BASELINE_MSE:.3f}, copy cross-entropy "
                   "10·ln 8/(T + 20). Gradient norms at lag T − T/10 measured on "
                   f"{t.measure_samples} validation sequences at "
                   "initialisation and after training; clip events counted over the logged "
-                  f"steps (every {t.log_every}).", "",
+                  f"steps (every {t.log_every}; outcome runs: every {t.outcome_log_every}).",
+                  "",
                   "| run | cell | optimiser, clip | status | metric | final loss (baseline) | "
                   "clip events | rate init → trained | ‖g‖@(T − T/10) init → trained |",
                   "|---|---|---|---|---|---|---|---|---|"]

@@ -39,7 +39,8 @@ def train_config(config, name: str):
     c.optim.name, c.optim.lr, c.optim.clip = run.optim, run.lr, run.clip
     c.optim.clip_value = run.clip_value
     c.train.steps = t.outcome_steps if run.outcome else t.steps
-    c.train.log_every, c.train.eval_every = t.log_every, t.eval_every
+    c.train.log_every = t.outcome_log_every if run.outcome else t.log_every
+    c.train.eval_every = t.eval_every
     c.train.nonfinite = "stop"
     seq = sequence_length(run.task, c.task.length)
     c.diagnostics.every, c.diagnostics.max_samples = t.diagnostics_every, t.measure_samples

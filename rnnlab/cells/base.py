@@ -34,6 +34,7 @@ which lets `rnnlab.fused.split_vjp` write their backward pass by hand:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -77,6 +78,25 @@ def padding_mask(mask, lengths, time: int, batch_shape: tuple | None = None):
         return None
     mask = mask.astype(bool)
     return mask if batch_shape is None else mask.reshape(*batch_shape, time)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def clip_gradient(x: jax.Array, bound: float) -> jax.Array:
+    """x in the forward pass; in the backward pass the cotangent of x clipped elementwise to
+    [-bound, bound] (Theano's `grad_clip`, which Lasagne's recurrent layers apply to the
+    pre-activation at every step with `grad_clipping`). Reverse mode only."""
+    return x
+
+
+def _clip_gradient_fwd(x, bound):
+    return x, None
+
+
+def _clip_gradient_bwd(bound, _, g):
+    return (jnp.clip(g, -bound, bound),)
+
+
+clip_gradient.defvjp(_clip_gradient_fwd, _clip_gradient_bwd)
 
 
 def dot(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -144,6 +164,13 @@ class Cell:
         """{parameter name: max |value|} that the optimiser keeps after every update
         (`rnnlab.train.optim.project_params`; IndRNN's |u| <= 2^{1/T}); {} for most cells."""
         return {}
+
+    def dynamics(self) -> "Cell":
+        """The cell as a dynamical system: the same forward map without changes a cell makes
+        to its reverse-mode gradient only (IndRNN's `grad_clip`). The diagnostics
+        differentiate this one, forward (`jax.jacfwd`) and reverse mode alike; itself for
+        most cells."""
+        return self
 
     def for_layer(self, index: int, num_layers: int) -> "Cell":
         """This cell as layer `index` of `num_layers` (`make_cells`); cells whose init depends

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells.base import Cell, activation_fn, check_choice, dot, uniform
+from rnnlab.cells.base import Cell, activation_fn, check_choice, clip_gradient, dot, uniform
 
 POSITIONS = ("first", "last")
 
@@ -30,6 +30,11 @@ class IndRNN(Cell):
     a single layer is the last). With neither `max_length` nor `recurrent_max`: u ~ U(0, 1)
     and no constraint. W_ih ~ U(±1/sqrt(hidden)) (the PyTorch recurrent default), or
     N(0, input_std²) when `input_std` > 0 (their adding code: 0.001); b = 0.
+
+    `grad_clip` > 0 clips the gradient with respect to the pre-activation x_t W_ih + u ⊙ h_{t-1}
+    + b elementwise to ±grad_clip at every step of the backward pass (`clip_gradient`), as
+    their code does through Lasagne's `grad_clipping=10`; it leaves the forward pass and
+    forward-mode derivatives unchanged (`dynamics()`, which the diagnostics measure, drops it).
     """
 
     activation: str = "relu"
@@ -37,6 +42,7 @@ class IndRNN(Cell):
     recurrent_max: float | None = None  # the bound m itself (overrides 2^{1/T})
     position: str = "last"  # "first" (U(0, m)) | "last" (U(1/m, m)): set by for_layer
     input_std: float = 0.0  # > 0: W_ih ~ N(0, input_std²); 0: U(±1/sqrt(hidden))
+    grad_clip: float = 0.0  # > 0: ∂L/∂(pre-activation) clipped to ±this at every step
 
     def __post_init__(self):
         super().__post_init__()
@@ -47,6 +53,8 @@ class IndRNN(Cell):
                              f"{self.max_length!r}")
         if not self.input_std >= 0:
             raise ValueError(f"input_std must be >= 0 (0: uniform init), got {self.input_std!r}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip must be >= 0 (0: none), got {self.grad_clip!r}")
         if self.recurrent_max is not None and not self.recurrent_max > 0:
             raise ValueError(f"recurrent_max must be > 0 (or None), got {self.recurrent_max!r}")
 
@@ -56,6 +64,9 @@ class IndRNN(Cell):
         if self.recurrent_max is not None:
             return float(self.recurrent_max)
         return 2.0 ** (1.0 / self.max_length) if self.max_length else None
+
+    def dynamics(self):
+        return dataclasses.replace(self, grad_clip=0.0) if self.grad_clip else self
 
     def for_layer(self, index, num_layers):
         return dataclasses.replace(self, position="last" if index == num_layers - 1 else "first")
@@ -81,5 +92,8 @@ class IndRNN(Cell):
         return dot(xs, params["w_ih"]) + params["b"]
 
     def step(self, params, carry, xp):
-        h = activation_fn(self.activation)(xp + params["u_hh"] * carry)
+        pre = xp + params["u_hh"] * carry
+        if self.grad_clip:
+            pre = clip_gradient(pre, self.grad_clip)
+        h = activation_fn(self.activation)(pre)
         return h, h

@@ -66,6 +66,8 @@ def check_inputs(cell, params, xs, carry):
 def flat_step(cell, params, carry_example):
     """(s0, f, unravel): s0 [D] the flattened per-sample carry and f(s, xp_t) -> (s', y_t)."""
     s0, unravel = ravel_pytree(carry_example)
+    if hasattr(cell, "dynamics"):  # the forward map, without reverse-mode-only changes
+        cell = cell.dynamics()
     if hasattr(cell, "prepare"):  # parameter-only work once, not per step
         params = cell.prepare(params)
 
