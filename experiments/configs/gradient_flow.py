@@ -7,8 +7,8 @@ short training runs on the adding and copy tasks. No download; a few minutes on 
         --config=experiments/configs/gradient_flow.py:smoke          # seconds (tests)
     python -m experiments.gradient_flow --workdir=runs/gradient_flow_full \
         --config=experiments/configs/gradient_flow.py:full   # outcome runs at adding T = 1000,
-    #   4000 steps, hidden 128, batch 50, LEM/coRNN/IndRNN with their papers' settings: ~5 h on
-    #   2 CPU cores, a GPU job
+    #   4000 steps, hidden 128, batch 50, LEM/coRNN/IndRNN with their papers' settings, three
+    #   seeds each: ~15 h on 2 CPU cores, a GPU job
     # e.g. --config.sweep.seeds=0,1,2,3 --config.train.steps=500 --config.sweep.hidden=128
 
 Writes DIR/gradient_flow.json, DIR/report.md, DIR/*.png and one training run per entry of

@@ -31,7 +31,7 @@ Measured here (2-core CPU, float32, seed 0; the README's long-range table has ev
 time and command): lem_adding eval MSE 0.0070 @3.5k, 0.0069 @4k steps, within_tol 0.45, not
 solved (their T = 2000 log: < 1e-2 by 1.9k, < 1e-3 by 3.1k); cornn_adding at the baseline for
 4k steps (rate at init -0.31/step with their script's defaults, whose T is 100); indrnn_adding MSE
-< 10% of the baseline from 2.5k steps, noisy, within_tol <= 0.67 in 10k; exprnn_copy meets
+< 10% of the baseline from 5.75k steps, 0.0010 and within_tol 0.87 at 10k; exprnn_copy meets
 the target at 1.25k steps (cross-entropy 4.3% of the baseline, recall 99.4%).
 """
 
