@@ -146,7 +146,7 @@ def train_one(config, name: str, seed: int, workdir: str) -> tuple[dict, list[di
         "eval": [r for r in records if r["split"] == "eval"]}
     extra = {k: summary[k] for k in ("final_metric", "final_loss", "clip_events", "status")}
     entries = [_flow_entry(name, run, "init", flow0, seq, extra)]
-    if trained is not None:
+    if trained is not None and seed == seeds[0]:  # (a further seed's is not reported)
         entries.append(_flow_entry(name, run, "trained", measure(trained), seq, extra))
     return summary, entries
 
@@ -189,9 +189,6 @@ class TrainRuns:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _many(self, name) -> bool:
-        return len(run_seeds(self.config, name)) > 1
-
     def results(self, say) -> tuple[list[dict], list[dict]]:
         """(one summary per run, with its further seeds under "seed_runs"; the init/trained
         entries of each run's first seed), in `config.train.runs` order."""
@@ -201,11 +198,11 @@ class TrainRuns:
                 done[job] = train_one(self.config, *job, self.workdir)
             else:
                 done[job] = self._futures[job].result()
-            s = done[job][0]
-            first = s["seed"] == run_seeds(self.config, s["name"])[0]
-            label = s["name"] + (f" seed {s['seed']}" if self._many(s["name"]) else "")
-            clips = f"{s['clip_events']} clip events, " if first else ""  # further seeds: no
-            say(f"train {label:30s} {s['status']}: {s['metric']} {s['final_metric']}, "  # log
+            s, seeds = done[job][0], run_seeds(self.config, job[0])
+            label = s["name"] + (f" seed {s['seed']}" if len(seeds) > 1 else "")
+            # a further seed logs no per-step records, so it has no clip count to show
+            clips = f"{s['clip_events']} clip events, " if s["seed"] == seeds[0] else ""
+            say(f"train {label:30s} {s['status']}: {s['metric']} {s['final_metric']}, "
                 f"{clips}{s['seconds']:.1f}s")
         summaries, entries = [], []
         for name in self.config.train.runs:
