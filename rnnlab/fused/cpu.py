@@ -17,8 +17,9 @@ at batch-sized M), then the gate arithmetic in the same loop (vectorised by g++ 
 loops stay scalar, 8x slower). The hidden units are split over up to 2 threads
 (`$RNNLAB_CPU_THREADS`; 2 from 4 MFLOP per step),
 each with its own slice of the packed weights, one barrier per step. The forward saves the
-gate activations; the backward runs one packed GEMM against W_hh^T per step, and
-dW_hh = h_prev^T dZ is one large matmul after the loop (XLA's), db a sum.
+gate activations (streamed past the caches); the backward runs one packed GEMM against W_hh^T
+per step and sums db while dZ is in cache, and dW_hh = h_prev^T dZ is one large matmul after
+the loop (XLA's).
 
 Build: compiled on first use into `$RNNLAB_CACHE` (default ~/.cache/rnnlab) under a key of the
 source, the compiler flags, the jax version (its FFI headers) and this CPU's model and flags
@@ -147,11 +148,12 @@ def _empty():
     return jnp.zeros((0,), F32)
 
 
-def _weight_grads(h0, hs, dz):
-    """dW_hh = sum_t h_{t-1}^T dz_t as one large matmul (XLA's, on all cores), db = sum dz."""
+def _weight_grad(h0, hs, dz):
+    """dW_hh = sum_t h_{t-1}^T dz_t as one large matmul (XLA's, on all cores). db = sum dz
+    comes from the backward call itself, summed while dz is in cache (in float64)."""
     t, n, g = dz.shape
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0).reshape(t * n, -1)
-    return h_prev.T @ dz.reshape(t * n, g), jnp.sum(dz, axis=(0, 1))
+    return h_prev.T @ dz.reshape(t * n, g)
 
 
 # --- LSTM ------------------------------------------------------------------------------------
@@ -181,10 +183,9 @@ def _lstm_bwd(res, cotangents):
     d_hs, d_h, d_c = cotangents
     t, n, g = acts.shape
     hid = g // 4
-    dz, dh0, dc0 = _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid)],
-                         acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
-    dw, db = _weight_grads(h0, hs, dz)
-    return dz, dw, db, dh0, dc0, jnp.zeros_like(mask)
+    dz, dh0, dc0, db = _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid), (g,)],
+                             acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
+    return dz, _weight_grad(h0, hs, dz), db, dh0, dc0, jnp.zeros_like(mask)
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -230,10 +231,9 @@ def _gru_bwd(res, cotangents):
     d_hs, d_h = cotangents
     t, n, hid = hs.shape
     g = 3 * hid
-    dxp, du, dh0 = _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (n, hid)],
-                         acts, hs, d_hs, w, h0, d_h, mask)
-    dw, db = _weight_grads(h0, hs, du)
-    return dxp, dw, db, dh0, jnp.zeros_like(mask)
+    dxp, du, dh0, db = _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (n, hid), (g,)],
+                             acts, hs, d_hs, w, h0, d_h, mask)
+    return dxp, _weight_grad(h0, hs, du), db, dh0, jnp.zeros_like(mask)
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)

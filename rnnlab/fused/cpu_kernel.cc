@@ -16,8 +16,8 @@
 //   hs [T, B, H] the carry h after every step (before masking of the outputs)
 //
 // A masked step (mask 0) keeps the carry. Backward: per step one [B, G] x [G, H] GEMM against
-// packed W_hh^T; it returns dZ for all steps, and the caller computes dW_hh = h_prev^T dZ as one
-// large matmul (XLA's, multi-threaded) and db as a sum.
+// packed W_hh^T; it returns dZ for all steps and db = sum dZ (accumulated in float64 while dZ is
+// in cache), and the caller computes dW_hh = h_prev^T dZ as one large matmul (XLA's).
 
 #include <immintrin.h>
 
@@ -155,6 +155,20 @@ struct Packed {
   }
 };
 
+// --- stores of saved activations: streamed past the caches -----------------------------------
+// The forward writes ~6x more saved activations per step than it keeps (the gates and c for the
+// backward): plain stores would read every line first and push the packed W_hh out of L2.
+// Non-temporal stores where dst is 64-byte aligned and n a multiple of 16; else memcpy.
+inline void stream_copy(float *dst, const float *src, int64_t n) {
+#if defined(__AVX512F__)
+  if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0 && n % 16 == 0) {
+    for (int64_t j = 0; j < n; j += 16) _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, n * sizeof(float));
+}
+
 // --- threads: the hidden units split in contiguous blocks, one per thread ---------------------
 // Each thread owns the units [lo, hi) of every gate: its own packed slice of W_hh (forward) or
 // W_hh^T (backward), its own GEMM per step and the gate arithmetic of its units; one barrier
@@ -282,17 +296,18 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
             zr[3 * u + j] = o_;
           }
           if (save)
-            for (int q = 0; q < 4; ++q) std::memcpy(ar + q * H, zr + q * u, u * sizeof(float));
+            for (int q = 0; q < 4; ++q) stream_copy(ar + q * H, zr + q * u, u);
         } else {  // masked: carry kept; the gates are never read by the backward
           std::memcpy(hr, hp, u * sizeof(float));
           if (save)
             for (int q = 0; q < 4; ++q) std::fill(ar + q * H, ar + q * H + u, 0.0f);
         }
-        if (save) std::memcpy(C_ + (t * B + r) * H + lo, cr, u * sizeof(float));
+        if (save) stream_copy(C_ + (t * B + r) * H + lo, cr, u);
       }
       barrier.wait();  // h_t complete
       h = hn;
     }
+    _mm_sfence();  // the streamed stores are visible before the call returns
     std::free(z);
     delete wp;
   });
@@ -307,7 +322,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                         ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dh_t,
                         ffi::Buffer<ffi::F32> dc_t, ffi::Buffer<ffi::F32> mask,
                         ffi::ResultBuffer<ffi::F32> dz_out, ffi::ResultBuffer<ffi::F32> dh0_out,
-                        ffi::ResultBuffer<ffi::F32> dc0_out) {
+                        ffi::ResultBuffer<ffi::F32> dc0_out, ffi::ResultBuffer<ffi::F32> db_out) {
   auto d = acts.dimensions();
   if (d.size() != 3) return check(false, "lstm backward: acts must be [T, B, 4H]");
   const int64_t T = d[0], B = d[1], G = d[2], H = G / 4;
@@ -327,6 +342,8 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
     // W_hh^T[:, own units] = (rows lo..hi of W_hh)^T: [G, u]
     Packed wt(w.typed_data() + lo * G, G, u, 1, G);
     float *dhp = alloc(B * std::max<int64_t>(u, 1));
+    std::vector<double> acc(4 * u, 0.0);  // db of the own units, summed while dz is in cache
+    double *a0 = acc.data(), *a1 = a0 + u, *a2 = a1 + u, *a3 = a2 + u;
     for (int64_t t = T - 1; t >= 0; --t) {
       for (int64_t r = 0; r < B && u > 0; ++r) {
         const int64_t row = t * B + r;
@@ -341,10 +358,16 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
             float tc = tanh_f(ctr[j]);
             float dhj = dhr[j] + dyr[j];
             float dct = dcr[j] + dhj * o_ * (1.0f - tc * tc);
-            dzr[j] = dct * g_ * i_ * (1.0f - i_);
-            dzr[H + j] = dct * cpr[j] * f_ * (1.0f - f_);
-            dzr[2 * H + j] = dct * i_ * (1.0f - g_ * g_);
-            dzr[3 * H + j] = dhj * tc * o_ * (1.0f - o_);
+            const float di = dct * g_ * i_ * (1.0f - i_), df = dct * cpr[j] * f_ * (1.0f - f_);
+            const float dg = dct * i_ * (1.0f - g_ * g_), dox = dhj * tc * o_ * (1.0f - o_);
+            dzr[j] = di;
+            dzr[H + j] = df;
+            dzr[2 * H + j] = dg;
+            dzr[3 * H + j] = dox;
+            a0[j] += di;
+            a1[j] += df;
+            a2[j] += dg;
+            a3[j] += dox;
             dcr[j] = dct * f_;
             dhr[j] = dhj;
           }
@@ -363,6 +386,8 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
       }
     }
     std::free(dhp);
+    for (int q = 0; q < 4; ++q)
+      for (int64_t j = 0; j < u; ++j) db_out->typed_data()[q * H + lo + j] = acc[q * u + j];
   });
   return ffi::Error::Success();
 }
@@ -447,7 +472,8 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
                        ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> dh_t,
                        ffi::Buffer<ffi::F32> mask, ffi::ResultBuffer<ffi::F32> dxp_out,
-                       ffi::ResultBuffer<ffi::F32> du_out, ffi::ResultBuffer<ffi::F32> dh0_out) {
+                       ffi::ResultBuffer<ffi::F32> du_out, ffi::ResultBuffer<ffi::F32> dh0_out,
+                       ffi::ResultBuffer<ffi::F32> db_out) {
   auto d = acts.dimensions();
   if (d.size() != 3) return check(false, "gru backward: acts must be [T, B, 4H]");
   const int64_t T = d[0], B = d[1], H = d[2] / 4, G = 3 * H;
@@ -465,6 +491,8 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
     const int64_t u = hi - lo;
     Packed wt(w.typed_data() + lo * G, G, u, 1, G);
     float *dhp = alloc(B * std::max<int64_t>(u, 1));
+    std::vector<double> acc(3 * u, 0.0);  // db_hh = sum du of the own units
+    double *a0 = acc.data(), *a1 = a0 + u, *a2 = a1 + u;
     for (int64_t t = T - 1; t >= 0; --t) {
       for (int64_t r = 0; r < B && u > 0; ++r) {
         const int64_t row = t * B + r;
@@ -486,6 +514,9 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
             dur[j] = dar;
             dur[H + j] = daz;
             dur[2 * H + j] = dan * r_;
+            a0[j] += dar;
+            a1[j] += daz;
+            a2[j] += dan * r_;
             dhr[j] = dhj * z_;  // the direct path; the matmul's part is added below
           }
         } else {
@@ -509,6 +540,8 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
       }
     }
     std::free(dhp);
+    for (int q = 0; q < 3; ++q)
+      for (int64_t j = 0; j < u; ++j) db_out->typed_data()[q * H + lo + j] = acc[q * u + j];
   });
   return ffi::Error::Success();
 }
@@ -528,7 +561,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, LstmBackward,
                               ffi::Ffi::Bind()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Ret<F32>().Ret<F32>().Ret<F32>());
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruForward, GruForward,
                               ffi::Ffi::Bind()
@@ -539,4 +572,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruBackward, GruBackward,
                               ffi::Ffi::Bind()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>()
-                                  .Ret<F32>().Ret<F32>().Ret<F32>());
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
