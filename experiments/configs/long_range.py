@@ -32,7 +32,8 @@ time and command): lem_adding eval MSE 0.0070 @3.5k, 0.0069 @4k steps, within_to
 solved (their T = 2000 log: < 1e-2 by 1.9k, < 1e-3 by 3.1k); cornn_adding at the baseline for
 4k steps (rate at init -0.31/step with their script's defaults, whose T is 100); indrnn_adding MSE
 < 10% of the baseline from 5.75k steps, solved first at 11.25k, 0.00015 and within_tol 0.992 at
-20k (solved at 15 of the last 20 evals); exprnn_copy meets the target at 1.25k steps
+20k (solved at 15 of the last 20 evals); indrnn_adding_2000 solved at one eval (17k), 0.0013
+and within_tol 0.76 at 20k; exprnn_copy meets the target at 1.25k steps
 (cross-entropy 4.3% of the baseline, recall 99.4%), exprnn_copy_2000 at 1.75k (4.2%, 99.1%).
 """
 
