@@ -169,6 +169,19 @@ inline void stream_copy(float *dst, const float *src, int64_t n) {
   std::memcpy(dst, src, n * sizeof(float));
 }
 
+// per-thread sums over all rows and steps of the own units [lo, lo + u) of each gate (db), in
+// float64 while the gradient row is in cache; store() writes them into db [gates * H]
+struct GateSums {
+  std::vector<double> s;
+  int64_t u;
+  GateSums(int gates, int64_t u_) : s(gates * u_, 0.0), u(u_) {}
+  double *gate(int q) { return s.data() + q * u; }
+  void store(float *db, int64_t H, int64_t lo) const {
+    for (size_t q = 0; u > 0 && q < s.size() / u; ++q)
+      for (int64_t j = 0; j < u; ++j) db[q * H + lo + j] = static_cast<float>(s[q * u + j]);
+  }
+};
+
 // --- threads: the hidden units split in contiguous blocks, one per thread ---------------------
 // Each thread owns the units [lo, hi) of every gate: its own packed slice of W_hh (forward) or
 // W_hh^T (backward), its own GEMM per step and the gate arithmetic of its units; one barrier
@@ -342,8 +355,8 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
     // W_hh^T[:, own units] = (rows lo..hi of W_hh)^T: [G, u]
     Packed wt(w.typed_data() + lo * G, G, u, 1, G);
     float *dhp = alloc(B * std::max<int64_t>(u, 1));
-    std::vector<double> acc(4 * u, 0.0);  // db of the own units, summed while dz is in cache
-    double *a0 = acc.data(), *a1 = a0 + u, *a2 = a1 + u, *a3 = a2 + u;
+    GateSums sums(4, u);
+    double *a0 = sums.gate(0), *a1 = sums.gate(1), *a2 = sums.gate(2), *a3 = sums.gate(3);
     for (int64_t t = T - 1; t >= 0; --t) {
       for (int64_t r = 0; r < B && u > 0; ++r) {
         const int64_t row = t * B + r;
@@ -386,8 +399,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
       }
     }
     std::free(dhp);
-    for (int q = 0; q < 4; ++q)
-      for (int64_t j = 0; j < u; ++j) db_out->typed_data()[q * H + lo + j] = acc[q * u + j];
+    sums.store(db_out->typed_data(), H, lo);
   });
   return ffi::Error::Success();
 }
@@ -491,8 +503,8 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
     const int64_t u = hi - lo;
     Packed wt(w.typed_data() + lo * G, G, u, 1, G);
     float *dhp = alloc(B * std::max<int64_t>(u, 1));
-    std::vector<double> acc(3 * u, 0.0);  // db_hh = sum du of the own units
-    double *a0 = acc.data(), *a1 = a0 + u, *a2 = a1 + u;
+    GateSums sums(3, u);  // db_hh = sum du
+    double *a0 = sums.gate(0), *a1 = sums.gate(1), *a2 = sums.gate(2);
     for (int64_t t = T - 1; t >= 0; --t) {
       for (int64_t r = 0; r < B && u > 0; ++r) {
         const int64_t row = t * B + r;
@@ -540,8 +552,7 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
       }
     }
     std::free(dhp);
-    for (int q = 0; q < 3; ++q)
-      for (int64_t j = 0; j < u; ++j) db_out->typed_data()[q * H + lo + j] = acc[q * u + j];
+    sums.store(db_out->typed_data(), H, lo);
   });
   return ffi::Error::Success();
 }
