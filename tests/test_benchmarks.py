@@ -2,6 +2,7 @@
 it starts one subprocess per measurement, several seconds each)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,13 +131,35 @@ def test_profile_quick_run_lists_matmuls():
 
 
 def test_round_robin_times_every_variant():
-    from experiments.benchmarks import micro
+    from experiments.benchmarks.timing import time_round_robin
 
     calls = []
-    times = micro._time_round_robin({"a": lambda: calls.append("a"),
-                                     "b": lambda: calls.append("b")}, seconds=0.0, min_reps=3)
+    times = time_round_robin({"a": lambda: calls.append("a"),
+                              "b": lambda: calls.append("b")}, seconds=0.0, min_reps=3)
     assert calls == ["a", "b"] * 3
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_kernel_ab_times_two_builds_in_one_process(cell):
+    """kernel_ab: HEAD's kernel against the working tree's on a tiny shape; where the two
+    sources are the same the outputs are bitwise equal."""
+    from experiments.benchmarks import kernel_ab, speed
+    from rnnlab.fused import cpu
+
+    if cpu.unavailable() is not None:
+        pytest.skip(cpu.unavailable())
+    rel = os.path.relpath(cpu.SOURCE, ROOT)
+    head = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout with the kernel committed")
+    (row,) = kernel_ab.bench_kernel("HEAD", cell, {"L": speed.QUICK["L"]}, seconds=0.0)
+    assert set(row["ms"]) == {"base forward", "tree forward", "base backward", "tree backward"}
+    assert all(v["calls"] >= 5 and 0 < v["min"] <= v["median"] for v in row["ms"].values())
+    with open(cpu.SOURCE) as f:
+        if f.read() == head.stdout:
+            assert row["bitwise_equal"]
 
 
 @pytest.mark.slow

@@ -32,9 +32,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from absl import app, flags
+
+from experiments.benchmarks.timing import load_avg, time_round_robin
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("bench", "unroll", ["unroll", "memory", "xla_flags", "matmul"],
@@ -61,24 +62,6 @@ XLA_FLAG_SETS = {
     "single_thread_eigen": _NO_YNN_DOT + " --xla_cpu_multi_thread_eigen=false",
     "fast_math": "--xla_cpu_enable_fast_math=true",  # changes results: not a candidate
 }
-
-
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def _time_round_robin(fns: dict, seconds: float, min_reps: int = 5) -> dict:
-    """{name: [seconds per call]}: calls each fn in turn until every one has `min_reps`
-    timings and `seconds` per fn have passed."""
-    times = {k: [] for k in fns}
-    start = time.perf_counter()
-    while (min(len(v) for v in times.values()) < min_reps
-           or time.perf_counter() - start < seconds * len(fns)):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return times
 
 
 # --- unroll ---------------------------------------------------------------------------------
@@ -108,15 +91,15 @@ def bench_unroll(hiddens, batches, steps, seconds):
                 fn(params, xs)  # compile
                 return lambda: jax.block_until_ready(fn(params, xs))
 
-            load0 = _load()
-            times = _time_round_robin({k: make(k) for k in UNROLLS}, seconds)
+            load0 = load_avg()
+            times = time_round_robin({k: make(k) for k in UNROLLS}, seconds)
             best = {k: min(v) for k, v in times.items()}
             row = {"hidden": hidden, "batch": batch, "time": steps,
                    "ms": {k: 1e3 * v for k, v in best.items()},
                    "speedup": {k: best[1] / v for k, v in best.items()},
                    "fastest": min(best, key=best.get),
                    "auto": auto_unroll(batch, hidden, steps, "cpu"),
-                   "load": [load0, _load()]}
+                   "load": [load0, load_avg()]}
             rows.append(row)
             print(f"hidden {hidden:4d} batch {batch:3d}: " + "  ".join(
                 f"u{k} {row['ms'][k]:8.2f} ms ({row['speedup'][k]:.2f}x)" for k in UNROLLS)
@@ -150,11 +133,11 @@ def bench_matmul(shapes, seconds):
         ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
         mm = jax.jit(jnp.matmul)
         mm(ja, jb).block_until_ready()
-        times = _time_round_robin({"xla": lambda: mm(ja, jb).block_until_ready(),
+        times = time_round_robin({"xla": lambda: mm(ja, jb).block_until_ready(),
                                    "torch": lambda: torch.matmul(ta, tb)}, seconds)
         gf = {name: 2 * m * k * n / min(t) / 1e9 for name, t in times.items()}
         rows.append({"m": m, "k": k, "n": n, "gflops": gf, "xla_over_torch": gf["xla"] /
-                     gf["torch"], "load": _load()})
+                     gf["torch"], "load": load_avg()})
         print(f"{m:5d} x {k:5d} x {n:5d}: XLA {gf['xla']:6.1f} GFLOP/s, PyTorch "
               f"{gf['torch']:6.1f}, ratio {gf['xla'] / gf['torch']:.2f}", flush=True)
     return rows
@@ -221,11 +204,11 @@ def lstm_step_worker(seconds):
            "grad": lambda: jax.block_until_ready(grad(params, xs))}
     one = 2 * batch * hidden * 4 * hidden  # one [batch, h] x [h, 4h] matmul
     flops = {"matmul": one, "forward": 2 * 2 * steps * one, "grad": 3 * 2 * 2 * steps * one}
-    load0 = _load()
-    times = _time_round_robin(fns, seconds)
+    load0 = load_avg()
+    times = time_round_robin(fns, seconds)
     return {"gflops": {k: flops[k] / min(v) / 1e9 for k, v in times.items()},
             "ms": {k: 1e3 * min(v) for k, v in times.items()},
-            "load": [load0, _load()],
+            "load": [load0, load_avg()],
             "outputs": {k: np.asarray(v).ravel()[:4096].tolist() for k, v in outs.items()}}
 
 

@@ -83,15 +83,17 @@ def build_key(source: bytes, cxx: str, cpu_id: str) -> str:
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
 
 
-def _build() -> str:
-    """The kernel's shared library: from the cache, else compiled there now. Returns its path."""
+def _build(source_path: str = SOURCE) -> str:
+    """The kernel's shared library built from `source_path` (this package's kernel unless a
+    benchmark passes another revision's): from the cache, else compiled there now. Returns its
+    path."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         raise KernelUnavailable(f"the CPU kernel is built for x86-64 Linux only, this is "
                                 f"{sys.platform}/{platform.machine()}")
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
         raise KernelUnavailable(f"no C++ compiler ({os.environ.get('CXX', 'g++')} not on PATH)")
-    with open(SOURCE, "rb") as f:
+    with open(source_path, "rb") as f:
         source = f.read()
     out_dir = os.path.join(cache_dir(), build_key(source, cxx, _cpu_id()))
     lib = os.path.join(out_dir, "librnnlab_cpu.so")
@@ -104,14 +106,14 @@ def _build() -> str:
     except OSError as e:
         raise KernelUnavailable(f"cannot write the kernel cache {out_dir} ({e.strerror}; set "
                                 "RNNLAB_CACHE to a writable directory)") from None
-    cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), SOURCE, "-o", tmp, "-pthread"]
+    cmd = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), source_path, "-o", tmp, "-pthread"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         log = os.path.join(out_dir, "build.log")
         with open(log, "w") as f:
             f.write(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
         os.unlink(tmp)
-        raise KernelUnavailable(f"compiling {os.path.basename(SOURCE)} failed (log: {log})")
+        raise KernelUnavailable(f"compiling {os.path.basename(source_path)} failed (log: {log})")
     os.replace(tmp, lib)  # atomic: parallel test workers may build at once
     return lib
 
