@@ -77,7 +77,6 @@ def bench_kernel(base, cell, workloads: dict, seconds):
         os.unlink(f.name)
 
     f32 = jnp.float32
-    spec = jax.ShapeDtypeStruct
     rows = []
     for name, w in workloads.items():
         t, n, h = w["seq"], w["batch"], w["hidden"]
@@ -89,25 +88,19 @@ def bench_kernel(base, cell, workloads: dict, seconds):
         b, h0, mask = jnp.zeros((g,), f32), jnp.zeros((n, h), f32), jnp.zeros((0,), f32)
         calls, outs = {}, {}
         for tag in ("base", "tree"):
+            pre = f"{tag}_"  # the same call layouts as the package's own, on this build
             if cell == "lstm":
-                fwd = jax.jit(lambda xp, wh, tag=tag: jax.ffi.ffi_call(
-                    f"{tag}_rnnlab_lstm_fwd", [spec((t, n, h), f32), spec((t, n, h), f32),
-                                               spec((t, n, g), f32), spec((n, h), f32),
-                                               spec((n, h), f32)])(xp, wh, b, h0, h0, mask))
-                bwd = jax.jit(lambda acts, cs, hs, dhs, wh, tag=tag: jax.ffi.ffi_call(
-                    f"{tag}_rnnlab_lstm_bwd", [spec((t, n, g), f32), spec((n, h), f32),
-                                               spec((n, h), f32), spec((g,), f32)])(
-                    acts, cs, hs, dhs, wh, h0, h0, h0, h0, mask))
+                fwd = jax.jit(lambda xp, wh, pre=pre: cpu._lstm_forward(
+                    xp, wh, b, h0, h0, mask, save=True, prefix=pre))
+                bwd = jax.jit(lambda acts, cs, hs, dhs, wh, pre=pre: cpu._lstm_backward(
+                    acts, cs, hs, dhs, wh, h0, h0, h0, h0, mask, prefix=pre))
                 hs, cs, acts, _, _ = fwd(xp, wh)
                 args = (acts, cs, hs, 0.01 * hs, wh)
             else:
-                fwd = jax.jit(lambda xp, wh, tag=tag: jax.ffi.ffi_call(
-                    f"{tag}_rnnlab_gru_fwd", [spec((t, n, h), f32), spec((t, n, 4 * h), f32),
-                                              spec((n, h), f32)])(xp, wh, b, h0, mask))
-                bwd = jax.jit(lambda acts, hs, dhs, wh, tag=tag: jax.ffi.ffi_call(
-                    f"{tag}_rnnlab_gru_bwd", [spec((t, n, g), f32), spec((t, n, g), f32),
-                                              spec((n, h), f32), spec((g,), f32)])(
-                    acts, hs, dhs, wh, h0, h0, mask))
+                fwd = jax.jit(lambda xp, wh, pre=pre: cpu._gru_forward(
+                    xp, wh, b, h0, mask, save=True, prefix=pre))
+                bwd = jax.jit(lambda acts, hs, dhs, wh, pre=pre: cpu._gru_backward(
+                    acts, hs, dhs, wh, h0, h0, mask, prefix=pre))
                 hs, acts, _ = fwd(xp, wh)
                 args = (acts, hs, 0.01 * hs, wh)
             outs[tag] = jax.block_until_ready((fwd(xp, wh), bwd(*args)))

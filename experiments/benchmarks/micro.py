@@ -134,7 +134,7 @@ def bench_matmul(shapes, seconds):
         mm = jax.jit(jnp.matmul)
         mm(ja, jb).block_until_ready()
         times = time_round_robin({"xla": lambda: mm(ja, jb).block_until_ready(),
-                                   "torch": lambda: torch.matmul(ta, tb)}, seconds)
+                                  "torch": lambda: torch.matmul(ta, tb)}, seconds)
         gf = {name: 2 * m * k * n / min(t) / 1e9 for name, t in times.items()}
         rows.append({"m": m, "k": k, "n": n, "gflops": gf, "xla_over_torch": gf["xla"] /
                      gf["torch"], "load": load_avg()})

@@ -139,11 +139,13 @@ def unavailable() -> str | None:
     return _load()
 
 
-def _call(target, shapes, *args):
-    if _load() is not None:
+def _call(target, shapes, *args, prefix=""):
+    """The FFI call `prefix + target` (the registered kernel; `experiments.benchmarks.kernel_ab`
+    registers a second build under a prefix and calls it through the same layouts)."""
+    if not prefix and _load() is not None:
         raise KernelUnavailable(_load())
     out = [jax.ShapeDtypeStruct(s, F32) for s in shapes]
-    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args)
+    return jax.ffi.ffi_call(prefix + target, out, vmap_method="sequential")(*args)
 
 
 def _empty():
@@ -161,12 +163,20 @@ def _weight_grad(h0, hs, dz):
 # --- LSTM ------------------------------------------------------------------------------------
 
 
-def _lstm_forward(xp, w, b, h0, c0, mask, save):
+def _lstm_forward(xp, w, b, h0, c0, mask, save, prefix=""):
     t, n, g = xp.shape
     hid = g // 4
     seq = (t, n, hid)
     shapes = [seq, seq if save else (0,), (t, n, g) if save else (0,), (n, hid), (n, hid)]
-    return _call("rnnlab_lstm_fwd", shapes, xp, w, b, h0, c0, mask)
+    return _call("rnnlab_lstm_fwd", shapes, xp, w, b, h0, c0, mask, prefix=prefix)
+
+
+def _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, prefix=""):
+    """(dz [T, B, 4H], dh0, dc0, db) from the saved activations and the cotangents."""
+    t, n, g = acts.shape
+    hid = g // 4
+    return _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid), (g,)],
+                 acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, prefix=prefix)
 
 
 @jax.custom_vjp
@@ -183,10 +193,7 @@ def _lstm_fwd(xp, w, b, h0, c0, mask):
 def _lstm_bwd(res, cotangents):
     w, h0, c0, mask, hs, cs, acts = res
     d_hs, d_h, d_c = cotangents
-    t, n, g = acts.shape
-    hid = g // 4
-    dz, dh0, dc0, db = _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid), (g,)],
-                             acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
+    dz, dh0, dc0, db = _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
     return dz, _weight_grad(h0, hs, dz), db, dh0, dc0, jnp.zeros_like(mask)
 
 
@@ -210,11 +217,19 @@ def lstm_recurrence_cpu(xp, w_hh, h0, c0, mask=None, *, b=None):
 # --- GRU (cuDNN form) ------------------------------------------------------------------------
 
 
-def _gru_forward(xp, w, b, h0, mask, save):
+def _gru_forward(xp, w, b, h0, mask, save, prefix=""):
     t, n, g = xp.shape
     hid = g // 3
     return _call("rnnlab_gru_fwd", [(t, n, hid), (t, n, 4 * hid) if save else (0,), (n, hid)],
-                 xp, w, b, h0, mask)
+                 xp, w, b, h0, mask, prefix=prefix)
+
+
+def _gru_backward(acts, hs, d_hs, w, h0, d_h, mask, prefix=""):
+    """(dxp, du [T, B, 3H], dh0, db_hh) from the saved activations and the cotangents."""
+    t, n, hid = hs.shape
+    g = 3 * hid
+    return _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (n, hid), (g,)],
+                 acts, hs, d_hs, w, h0, d_h, mask, prefix=prefix)
 
 
 @jax.custom_vjp
@@ -231,10 +246,7 @@ def _gru_fwd(xp, w, b, h0, mask):
 def _gru_bwd(res, cotangents):
     w, h0, mask, hs, acts = res
     d_hs, d_h = cotangents
-    t, n, hid = hs.shape
-    g = 3 * hid
-    dxp, du, dh0, db = _call("rnnlab_gru_bwd", [(t, n, g), (t, n, g), (n, hid), (g,)],
-                             acts, hs, d_hs, w, h0, d_h, mask)
+    dxp, du, dh0, db = _gru_backward(acts, hs, d_hs, w, h0, d_h, mask)
     return dxp, _weight_grad(h0, hs, du), db, dh0, jnp.zeros_like(mask)
 
 
