@@ -102,8 +102,8 @@ def test_carry_in_out_chains(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("masked", [False, True])
-def test_gradients_match_loop(name, masked):
+@pytest.mark.parametrize("masked", [pytest.param(False, marks=pytest.mark.slow), True])
+def test_gradients_match_loop(name, masked):  # unmasked: under -m slow
     cell, params, xs, carry = setup(name, t_len=12)
     mask = padding_mask(xs.shape[0], xs.shape[1]) if masked else None
     w = jax.random.normal(jax.random.key(9), (cell.output_size,))

@@ -107,7 +107,8 @@ def test_all_false_resets_change_nothing_and_reset_at_zero_drops_the_carry(xs):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("name", ["lstm", "stack[gru,lstm]"])
+@pytest.mark.parametrize("name", ["lstm",
+                                  pytest.param("stack[gru,lstm]", marks=pytest.mark.slow)])
 def test_resets_with_a_mask_equal_masked_runs_of_the_segments(name, reverse, xs):
     """Padding at the end plus a hole; a reset on a padded step (row 1, step 5) starts a
     segment of padding only, so the final carry of that row is the initial carry."""
@@ -169,7 +170,8 @@ def _loss_parts(cell, w_out):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("name", ["lstm[proj]", "gru", "stack[gru,lstm]"])
+@pytest.mark.parametrize("name", ["lstm[proj]", "gru",
+                                  pytest.param("stack[gru,lstm]", marks=pytest.mark.slow)])
 def test_gradients_equal_those_of_the_separate_segments(name, reverse, xs):
     """d/d(params, xs, carry) of one loss over all outputs and the final carry: the reset run
     and the run over separate segments are the same function."""
