@@ -138,14 +138,36 @@ def flags_parser(prog: str, config_default: str | None = None):
     return parse
 
 
+def compile_cache() -> str:
+    """Turns on JAX's persistent compilation cache in `$RNNLAB_CACHE/xla` (default
+    ~/.cache/rnnlab/xla, beside the CPU kernel's builds), so that a resumed run, a rerun and the
+    study's worker processes and further seeds (the same programs) load their compiled steps
+    instead of compiling them again. Entries are keyed by the program, the XLA flags, the jax
+    version and the devices; compiles under JAX's default 1 s are not stored. A directory
+    already set (`JAX_COMPILATION_CACHE_DIR`) is kept; `RNNLAB_COMPILE_CACHE=off` turns it off.
+    Returns the directory ("" when off)."""
+    import jax
+
+    if os.environ.get("RNNLAB_COMPILE_CACHE", "on") == "off":
+        return ""
+    path = jax.config.jax_compilation_cache_dir
+    if not path:
+        path = os.path.join(os.environ.get("RNNLAB_CACHE") or
+                            os.path.join(os.path.expanduser("~"), ".cache", "rnnlab"), "xla")
+        jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
 def run(prog: str, main, define_flags=None, config_default: str | None = None,
         log_level: str = "warning") -> None:
     """Defines the flags (`define_flags()`, plus --debug), parses them and runs `main(argv)`;
     a `RunError` from `main` is one line `PROG: ...` (ConfigError: `PROG: bad config: ...`),
     extra positional arguments too. absl logging (Orbax logs every save at INFO, read-only
     restores at WARNING) starts at `log_level` unless --verbosity is given. glibc's malloc keeps
-    freed memory for reuse (`keep_freed_memory`)."""
+    freed memory for reuse (`keep_freed_memory`); compiled programs are cached on disk
+    (`compile_cache`)."""
     keep_freed_memory()
+    compile_cache()
     if define_flags is not None:
         define_flags()
     if "debug" not in flags.FLAGS:

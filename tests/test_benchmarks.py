@@ -63,6 +63,33 @@ def test_keep_freed_memory_applies_mallopt_unless_told_not_to(monkeypatch):
         assert cli.keep_freed_memory() == "tuned"
 
 
+def test_compile_cache_stores_compiled_programs_under_rnnlab_cache(tmp_path):
+    """Entry points cache compiled programs in $RNNLAB_CACHE/xla and load them in the next
+    process; a directory the user set is kept, and RNNLAB_COMPILE_CACHE=off turns it off."""
+    import subprocess
+
+    code = ("import jax, jax.numpy as jnp; from experiments import cli; print(cli.compile_cache());"
+            "jax.jit(lambda x: jnp.tanh(x) * 3.0)(jnp.ones(7)).block_until_ready()")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(RNNLAB_CACHE=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+    def run(**extra):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={**env, **extra})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert run() == str(tmp_path / "cache" / "xla")
+    stored = sorted(os.listdir(tmp_path / "cache" / "xla"))
+    assert stored
+    run()  # the second process loads the program: nothing new is written
+    assert sorted(os.listdir(tmp_path / "cache" / "xla")) == stored
+    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "mine")) == str(tmp_path / "mine")
+    assert os.listdir(tmp_path / "mine")
+    assert run(RNNLAB_COMPILE_CACHE="off", RNNLAB_CACHE=str(tmp_path / "off")) == ""
+    assert not os.path.exists(tmp_path / "off")
+
+
 def test_ratio_across_devices_is_flagged():
     from experiments.benchmarks.speed import finish
 

@@ -152,9 +152,10 @@ def train_one(config, name: str, seed: int, workdir: str) -> tuple[dict, list[di
 
 
 def _worker_init():
-    from experiments.cli import keep_freed_memory
+    from experiments.cli import compile_cache, keep_freed_memory
 
     keep_freed_memory()
+    compile_cache()
 
 
 class TrainRuns:
