@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local entry point: creates .venv on first use (or when pyproject.toml changes), then
 #   bash launch/local.sh main            the main job on its embedded default (no download)
-#   bash launch/local.sh test [ARGS]     the test suite (pytest ARGS; slow tests: -m slow)
+#   bash launch/local.sh test [ARGS]     the test suite (pytest ARGS; slow tests: -m slow), in
+#                                        min(CPUs, 4) xdist workers unless ARGS give -n
 #   bash launch/local.sh python ARGS     any command inside the environment
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,15 @@ export PATH="$PWD/$VENV/bin:$PATH"
 
 case "$mode" in
   main) exec python -m experiments.gradient_flow --workdir="${RNNLAB_WORKDIR:-runs/gradient_flow}" "$@" ;;
-  test) exec python -m pytest -q "$@" ;;
+  test)
+    workers=()
+    case " $* " in
+      *" -n"*|*" --numprocesses"*) ;;
+      *) n=$(python -c 'import os; a = getattr(os, "sched_getaffinity", None)
+print(min(len(a(0)) if a else os.cpu_count() or 1, 4))')
+         workers=(-n "$n") ;;
+    esac
+    exec python -m pytest -q ${workers[@]+"${workers[@]}"} "$@" ;;
   python) exec python "$@" ;;
   *) echo "usage: bash launch/local.sh [main|test|python] [ARGS...]" >&2; exit 2 ;;
 esac
