@@ -148,14 +148,22 @@ def compile_cache() -> str:
     Returns the directory ("" when off)."""
     import jax
 
+    from rnnlab.fused.cpu import cache_dir
+
     if os.environ.get("RNNLAB_COMPILE_CACHE", "on") == "off":
         return ""
     path = jax.config.jax_compilation_cache_dir
     if not path:
-        path = os.path.join(os.environ.get("RNNLAB_CACHE") or
-                            os.path.join(os.path.expanduser("~"), ".cache", "rnnlab"), "xla")
+        path = cache_dir("xla")
         jax.config.update("jax_compilation_cache_dir", path)
     return path
+
+
+def prepare_process() -> None:
+    """What every entry point's process (and the study's worker processes) sets up first:
+    `keep_freed_memory` and `compile_cache`."""
+    keep_freed_memory()
+    compile_cache()
 
 
 def run(prog: str, main, define_flags=None, config_default: str | None = None,
@@ -164,10 +172,8 @@ def run(prog: str, main, define_flags=None, config_default: str | None = None,
     a `RunError` from `main` is one line `PROG: ...` (ConfigError: `PROG: bad config: ...`),
     extra positional arguments too. absl logging (Orbax logs every save at INFO, read-only
     restores at WARNING) starts at `log_level` unless --verbosity is given. glibc's malloc keeps
-    freed memory for reuse (`keep_freed_memory`); compiled programs are cached on disk
-    (`compile_cache`)."""
-    keep_freed_memory()
-    compile_cache()
+    freed memory for reuse and compiled programs are cached on disk (`prepare_process`)."""
+    prepare_process()
     if define_flags is not None:
         define_flags()
     if "debug" not in flags.FLAGS:

@@ -96,34 +96,33 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "each_cell_once: each cell once by default, the cross "
-                            "product with the test's other parameters under -m slow")
+    config.addinivalue_line("markers", "each_once(param): each value of `param` once by "
+                            "default, its cross product with the other parameters under -m slow")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """`@pytest.mark.each_cell_once` on a test parametrized by cell and by further options:
-    the default suite runs every cell with one combination of the options (the combinations in
-    turn, so each one meets several cells); the rest of the cross product is marked slow."""
-    combos, names = {}, all_cell_names()
+    """`@pytest.mark.each_once("cell_name")` on a test parametrized by `cell_name` (or any
+    parameter) and by further options: the default suite runs each value with one combination
+    of the options (the combinations in turn, so each one meets several values); the rest of
+    the cross product is marked slow."""
+    values, combos, marked = {}, {}, []
     for item in items:
-        if item.get_closest_marker("each_cell_once") is None or not hasattr(item, "callspec"):
+        mark = item.get_closest_marker("each_once")
+        if mark is None or not hasattr(item, "callspec"):
             continue
-        params = dict(item.callspec.params)
-        cell = names.index(params.pop("cell_name"))
-        seen = combos.setdefault(item.function, [])
-        combo = tuple(sorted((k, repr(v)) for k, v in params.items()))
-        if combo not in seen:
-            seen.append(combo)
-        item.stash[_CELL_COMBO] = (cell, seen.index(combo))
-    for item in items:
-        if _CELL_COMBO in item.stash:
-            cell, k = item.stash[_CELL_COMBO]
-            if k != cell % len(combos[item.function]):
-                item.add_marker(pytest.mark.slow)
-
-
-_CELL_COMBO = pytest.StashKey[tuple]()
+        params = {k: repr(v) for k, v in item.callspec.params.items()}
+        value = params.pop(mark.args[0])
+        seen_values = values.setdefault(item.function, [])
+        seen_combos = combos.setdefault(item.function, [])
+        combo = tuple(sorted(params.items()))
+        for seen, key in ((seen_values, value), (seen_combos, combo)):
+            if key not in seen:
+                seen.append(key)
+        marked.append((item, seen_values.index(value), seen_combos.index(combo)))
+    for item, i, k in marked:
+        if k != i % len(combos[item.function]):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

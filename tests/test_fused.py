@@ -230,12 +230,10 @@ SPLIT_CELLS = {"gru": {}, "rnn_tanh": {}, "rnn_relu": {},
                "lstm-proj": {"proj_size": 4}}  # "auto" keeps it on the scan, "vjp" on request
 
 
-@pytest.mark.parametrize("name,reverse,unroll", [  # each cell one way; both under -m slow
-    pytest.param(name, reverse, unroll, id=f"{way}-{name}",
-                 marks=() if k == i % 2 else pytest.mark.slow)
-    for i, name in enumerate(SPLIT_CELLS)
-    for k, (way, reverse, unroll) in enumerate((("fwd-unroll2", False, 2),
-                                                ("rev-unroll3", True, 3)))])
+@pytest.mark.each_once("name")  # each cell one way by default, both ways under -m slow
+@pytest.mark.parametrize("name", list(SPLIT_CELLS))
+@pytest.mark.parametrize("reverse,unroll", [(False, 2), (True, 3)], ids=["fwd-unroll2",
+                                                                          "rev-unroll3"])
 def test_split_vjp_path_matches_scan(name, reverse, unroll):
     """Outputs, final carry and gradients of the split-step backward equal autodiff of the
     scan, with a holed and padded mask; unroll 2 divides no time length here, 3 does not."""

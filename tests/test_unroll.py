@@ -21,7 +21,7 @@ from rnnlab.cells import LSTMCarry, Stack
 # --- scan == Python loop -------------------------------------------------------------------
 
 
-@pytest.mark.each_cell_once
+@pytest.mark.each_once("cell_name")
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("unroll", [1, 4])
 def test_unroll_equals_python_loop(cell, params, xs, unroll, reverse):
@@ -54,7 +54,7 @@ def test_chained_unrolls_equal_one_unroll(name, xs):
 # --- masks ---------------------------------------------------------------------------------
 
 
-@pytest.mark.each_cell_once
+@pytest.mark.each_once("cell_name")
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_masked_equals_cut_sequences(cell, params, xs, mask, lengths, reverse):
     """Padding at the end: the final carry and real outputs equal a plain loop over each

@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 
+from experiments.cli import prepare_process
 from experiments.gradient_flow.common import as_float, long_lag, sequence_length
 from rnnlab import diagnostics as D
 from rnnlab.data import synthetic
@@ -151,13 +152,6 @@ def train_one(config, name: str, seed: int, workdir: str) -> tuple[dict, list[di
     return summary, entries
 
 
-def _worker_init():
-    from experiments.cli import compile_cache, keep_freed_memory
-
-    keep_freed_memory()
-    compile_cache()
-
-
 class TrainRuns:
     """Every `config.train.runs` entry, each with its seeds (`run_seeds`), trained by
     `train_one`: in `train.workers` spawned processes, started on entering (so the caller can
@@ -181,7 +175,7 @@ class TrainRuns:
 
             self._pool = cf.ProcessPoolExecutor(
                 min(self.config.train.workers, len(self.jobs)),
-                mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+                mp_context=multiprocessing.get_context("spawn"), initializer=prepare_process)
             self._futures = {job: self._pool.submit(train_one, self.config, *job,
                                                     self.workdir) for job in self.jobs}
         return self

@@ -59,9 +59,12 @@ class KernelUnavailable(RuntimeError):
     """Why the kernel cannot be built or loaded here (one line)."""
 
 
-def cache_dir() -> str:
+def cache_dir(sub: str = "fused_cpu") -> str:
+    """rnnlab's cache on disk, `$RNNLAB_CACHE` (default ~/.cache/rnnlab), then `sub`: the kernel
+    builds in fused_cpu/, the compiled programs of the entry points in xla/
+    (`experiments.cli.compile_cache`)."""
     return os.path.join(os.environ.get("RNNLAB_CACHE") or
-                        os.path.join(os.path.expanduser("~"), ".cache", "rnnlab"), "fused_cpu")
+                        os.path.join(os.path.expanduser("~"), ".cache", "rnnlab"), sub)
 
 
 def _cpu_id() -> str:
