@@ -94,14 +94,14 @@ def bench_kernel(base, cell, workloads: dict, seconds):
                     xp, wh, b, h0, h0, mask, save=True, prefix=pre))
                 bwd = jax.jit(lambda acts, cs, hs, dhs, wh, pre=pre: cpu._lstm_backward(
                     acts, cs, hs, dhs, wh, h0, h0, h0, h0, mask, prefix=pre))
-                hs, cs, acts, _, _ = fwd(xp, wh)
+                hs, cs, acts = fwd(xp, wh)[:3]
                 args = (acts, cs, hs, 0.01 * hs, wh)
             else:
                 fwd = jax.jit(lambda xp, wh, pre=pre: cpu._gru_forward(
                     xp, wh, b, h0, mask, save=True, prefix=pre))
                 bwd = jax.jit(lambda acts, hs, dhs, wh, pre=pre: cpu._gru_backward(
                     acts, hs, dhs, wh, h0, h0, mask, prefix=pre))
-                hs, acts, _ = fwd(xp, wh)
+                hs, acts = fwd(xp, wh)[:2]
                 args = (acts, hs, 0.01 * hs, wh)
             outs[tag] = jax.block_until_ready((fwd(xp, wh), bwd(*args)))
             calls[f"{tag} forward"] = lambda fwd=fwd: jax.block_until_ready(fwd(xp, wh))

@@ -19,7 +19,7 @@ loops stay scalar, 8x slower). The hidden units are split over up to 2 threads
 each with its own slice of the packed weights, one barrier per step. The forward saves the
 gate activations (streamed past the caches); the backward runs one packed GEMM against W_hh^T
 per step and sums db while dZ is in cache, and dW_hh = h_prev^T dZ is one large matmul after
-the loop (XLA's).
+the loop (XLA's), from h_prev^T [H, T B], which the forward writes while h_{t-1} is in cache.
 
 Build: compiled on first use into `$RNNLAB_CACHE` (default ~/.cache/rnnlab) under a key of the
 source, the compiler flags, the jax version (its FFI headers) and this CPU's model and flags
@@ -155,12 +155,12 @@ def _empty():
     return jnp.zeros((0,), F32)
 
 
-def _weight_grad(h0, hs, dz):
-    """dW_hh = sum_t h_{t-1}^T dz_t as one large matmul (XLA's, on all cores). db = sum dz
-    comes from the backward call itself, summed while dz is in cache (in float64)."""
+def _weight_grad(hpt, dz):
+    """dW_hh = sum_t h_{t-1}^T dz_t as one large matmul (XLA's, on all cores), from the forward
+    call's h_{t-1} transposed (hpt [H, T B]). db = sum dz comes from the backward call itself,
+    summed while dz is in cache (in float64)."""
     t, n, g = dz.shape
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0).reshape(t * n, -1)
-    return h_prev.T @ dz.reshape(t * n, g)
+    return hpt @ dz.reshape(t * n, g)
 
 
 # --- LSTM ------------------------------------------------------------------------------------
@@ -170,7 +170,8 @@ def _lstm_forward(xp, w, b, h0, c0, mask, save, prefix=""):
     t, n, g = xp.shape
     hid = g // 4
     seq = (t, n, hid)
-    shapes = [seq, seq if save else (0,), (t, n, g) if save else (0,), (n, hid), (n, hid)]
+    shapes = [seq, seq if save else (0,), (t, n, g) if save else (0,),
+              (hid, t * n) if save else (0,), (n, hid), (n, hid)]
     return _call("rnnlab_lstm_fwd", shapes, xp, w, b, h0, c0, mask, prefix=prefix)
 
 
@@ -184,20 +185,20 @@ def _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, prefix=""):
 
 @jax.custom_vjp
 def _lstm(xp, w, b, h0, c0, mask):
-    hs, _, _, h, c = _lstm_forward(xp, w, b, h0, c0, mask, save=False)
+    hs, _, _, _, h, c = _lstm_forward(xp, w, b, h0, c0, mask, save=False)
     return hs, h, c
 
 
 def _lstm_fwd(xp, w, b, h0, c0, mask):
-    hs, cs, acts, h, c = _lstm_forward(xp, w, b, h0, c0, mask, save=True)
-    return (hs, h, c), (w, h0, c0, mask, hs, cs, acts)
+    hs, cs, acts, hpt, h, c = _lstm_forward(xp, w, b, h0, c0, mask, save=True)
+    return (hs, h, c), (w, h0, c0, mask, hs, cs, acts, hpt)
 
 
 def _lstm_bwd(res, cotangents):
-    w, h0, c0, mask, hs, cs, acts = res
+    w, h0, c0, mask, hs, cs, acts, hpt = res
     d_hs, d_h, d_c = cotangents
     dz, dh0, dc0, db = _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
-    return dz, _weight_grad(h0, hs, dz), db, dh0, dc0, jnp.zeros_like(mask)
+    return dz, _weight_grad(hpt, dz), db, dh0, dc0, jnp.zeros_like(mask)
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -223,7 +224,8 @@ def lstm_recurrence_cpu(xp, w_hh, h0, c0, mask=None, *, b=None):
 def _gru_forward(xp, w, b, h0, mask, save, prefix=""):
     t, n, g = xp.shape
     hid = g // 3
-    return _call("rnnlab_gru_fwd", [(t, n, hid), (t, n, 4 * hid) if save else (0,), (n, hid)],
+    return _call("rnnlab_gru_fwd", [(t, n, hid), (t, n, 4 * hid) if save else (0,),
+                                    (hid, t * n) if save else (0,), (n, hid)],
                  xp, w, b, h0, mask, prefix=prefix)
 
 
@@ -237,20 +239,20 @@ def _gru_backward(acts, hs, d_hs, w, h0, d_h, mask, prefix=""):
 
 @jax.custom_vjp
 def _gru(xp, w, b, h0, mask):
-    hs, _, h = _gru_forward(xp, w, b, h0, mask, save=False)
+    hs, _, _, h = _gru_forward(xp, w, b, h0, mask, save=False)
     return hs, h
 
 
 def _gru_fwd(xp, w, b, h0, mask):
-    hs, acts, h = _gru_forward(xp, w, b, h0, mask, save=True)
-    return (hs, h), (w, h0, mask, hs, acts)
+    hs, acts, hpt, h = _gru_forward(xp, w, b, h0, mask, save=True)
+    return (hs, h), (w, h0, mask, hs, acts, hpt)
 
 
 def _gru_bwd(res, cotangents):
-    w, h0, mask, hs, acts = res
+    w, h0, mask, hs, acts, hpt = res
     d_hs, d_h = cotangents
     dxp, du, dh0, db = _gru_backward(acts, hs, d_hs, w, h0, d_h, mask)
-    return dxp, _weight_grad(h0, hs, du), db, dh0, jnp.zeros_like(mask)
+    return dxp, _weight_grad(hpt, du), db, dh0, jnp.zeros_like(mask)
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
