@@ -17,6 +17,7 @@ tanh, will not).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -85,13 +86,14 @@ def bench_kernel(base, cell, workloads: dict, seconds):
         rng = np.random.default_rng(0)
         xp = jnp.asarray(rng.normal(size=(t, n, g)).astype(np.float32))
         wh = jnp.asarray((rng.normal(size=(h, g)) / np.sqrt(h)).astype(np.float32))
+        xs = jnp.asarray(rng.normal(size=(t, n, h)).astype(np.float32))  # the LSTM's x (xht)
         b, h0, mask = jnp.zeros((g,), f32), jnp.zeros((n, h), f32), jnp.zeros((0,), f32)
         calls, outs = {}, {}
         for tag in ("base", "tree"):
             pre = f"{tag}_"  # the same call layouts as the package's own, on this build
             if cell == "lstm":
-                fwd = jax.jit(lambda xp, wh, pre=pre: cpu._lstm_forward(
-                    xp, wh, b, h0, h0, mask, save=True, prefix=pre))
+                fwd = functools.partial(jax.jit(lambda xp, wh, xs, pre=pre: cpu._lstm_forward(
+                    xp, wh, b, h0, h0, mask, xs, save=True, prefix=pre)), xs=xs)
                 bwd = jax.jit(lambda acts, cs, hs, dhs, wh, pre=pre: cpu._lstm_backward(
                     acts, cs, hs, dhs, wh, h0, h0, h0, h0, mask, prefix=pre))
                 hs, cs, acts = fwd(xp, wh)[:3]

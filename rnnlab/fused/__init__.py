@@ -43,7 +43,7 @@ custom_vjp function"; pass `fused="scan"` for forward-mode studies.
 from __future__ import annotations
 
 from rnnlab.fused import cpu, cudnn
-from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_recurrence_cpu
+from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_layer_cpu
 from rnnlab.fused.dispatch import (AUTO, PATHS, is_fallback_error, platform,
                                    select, why_not)
 from rnnlab.fused.layers import fused_unroll
@@ -51,5 +51,5 @@ from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 from rnnlab.fused.split_vjp import split_recurrence
 
 __all__ = ["AUTO", "PATHS", "cpu", "cudnn", "fused_unroll",
-           "gru_recurrence_cpu", "is_fallback_error", "lstm_recurrence", "lstm_recurrence_cpu",
+           "gru_recurrence_cpu", "is_fallback_error", "lstm_layer_cpu", "lstm_recurrence",
            "lstm_recurrence_scan", "platform", "select", "split_recurrence", "why_not"]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from rnnlab.cells.base import dot, padding_mask
 from rnnlab.cells.lstm import LSTMCarry
 from rnnlab.fused import cudnn
-from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_recurrence_cpu
+from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_layer_cpu
 from rnnlab.fused.dispatch import float_dtypes, is_plain_lstm
 from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 from rnnlab.fused.split_vjp import split_recurrence
@@ -46,15 +46,17 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         c, ys = cudnn.cudnn_unroll(params, x, c0, lens, reverse)
     elif path in ("pallas", "vjp", "cpu"):
         m = padding_mask(mask, lens, time, (b,))
-        # x W_ih as one 2-D matmul, time-major; the bias is added inside the recurrence, in the
-        # per-step gate arithmetic (a separate pass over xp costs as much as a matmul on CPU)
-        x_t = jnp.moveaxis(x, 1, 0)
-        xp = dot(x_t.reshape(time * b, -1), params["w_ih"]).reshape(time, b, 4 * hidden)
-        mt = None if m is None else m.T
-        if reverse:
-            xp, mt = xp[::-1], None if mt is None else mt[::-1]
+        x_t, mt = jnp.moveaxis(x, 1, 0), None if m is None else m.T  # time-major
+        if reverse:  # the inputs, not their projection: 4 hidden features per step
+            x_t, mt = x_t[::-1], None if mt is None else mt[::-1]
+        # x W_ih as one 2-D matmul (inside the kernel's custom VJP on "cpu"); the bias is added
+        # inside the recurrence, in the per-step gate arithmetic (a separate pass over xp
+        # costs as much as a matmul on CPU)
+        xp = None if path == "cpu" else dot(x_t.reshape(time * b, -1), params["w_ih"]).reshape(
+            time, b, 4 * hidden)
         if path == "cpu":
-            hs, h, cc = lstm_recurrence_cpu(xp, params["w_hh"], c0.h, c0.c, mt, b=params["b"])
+            hs, h, cc = lstm_layer_cpu(x_t, params["w_ih"], params["w_hh"], c0.h, c0.c, mt,
+                                       b=params["b"])
         elif path == "vjp":
             hs, h, cc = lstm_recurrence_scan(xp, params["w_hh"], c0.h, c0.c, mt,
                                              b=params["b"], unroll=unroll)
