@@ -54,8 +54,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import fused as fused_lib
-from rnnlab.cells.base import padding_mask
+from rnnlab.cells.base import Embedded, padding_mask
 from rnnlab.cells.stack import Stack
+from rnnlab.fused.dispatch import is_plain_lstm
 
 # Steps per loop iteration for `unroll="auto"`: backend -> rows (max hidden, max batch, unroll);
 # the first row whose bounds hold (None = any) wins.
@@ -137,7 +138,9 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
     Args:
       cell: a cell from `rnnlab.cells` (or a `Stack`).
       params: the cell's parameter pytree.
-      xs: [*batch, time, features] inputs.
+      xs: [*batch, time, features] inputs, or `rnnlab.Embedded(table, ids)`: embedded tokens
+        that the first layer may fold into its input projection (the plain LSTM on the CPU
+        kernel; `Embedded`), looked up as table[ids] everywhere else.
       carry: initial carry with batch shape `xs.shape[:-2]`; zeros (`cell.initial_carry`) if None.
       mask: optional [*batch, time] booleans; at False steps the carry is left unchanged and the
         output is zero. With `reverse=True` and padding at the end, each sequence's reverse run
@@ -157,18 +160,31 @@ def unroll(cell, params, xs: jax.Array, carry=None, mask: jax.Array | None = Non
     Returns:
       (final_carry, ys) with ys [*batch, time, cell.output_size].
     """
+    embedded = xs if isinstance(xs, Embedded) else None
+    if embedded is not None:  # the dense inputs for the checks and every other path (dead code
+        # under jit where the first layer folds the lookup)
+        xs = embedded.lookup()
     _check(cell, params, xs, carry, mask, lengths, unroll, remat, resets)
     if lengths is not None:  # padding normalised once; `lengths` stays for cuDNN, which takes it
         mask = padding_mask(None, lengths, xs.shape[-2])
     opts = dict(reverse=reverse, unroll=unroll, remat=remat, fused=fused,
                 compute_dtype=compute_dtype, resets=resets)
     if isinstance(cell, Stack):
-        return _unroll_stack(cell, params, xs, carry, mask, lengths, opts)
-    return _unroll_layer(cell, params, xs, carry, mask, lengths, **opts)
+        return _unroll_stack(cell, params, xs, carry, mask, lengths, opts, embedded)
+    return _unroll_layer(cell, params, xs, carry, mask, lengths, **opts, embedded=embedded)
+
+
+def _folds(path, cell, xs, embedded, compute_dtype) -> bool:
+    """Whether this layer reads `embedded` through the CPU kernel's token path: the plain LSTM
+    on "cpu", float32, and a table no longer than the tokens (else forming E W_ih costs more
+    than the projection it saves)."""
+    return (embedded is not None and path == "cpu" and is_plain_lstm(cell)
+            and compute_dtype is None and embedded.table.dtype == jnp.float32
+            and embedded.table.ndim == 2 and embedded.table.shape[0] <= math.prod(xs.shape[:-1]))
 
 
 def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat, fused,
-                  compute_dtype, resets=None):
+                  compute_dtype, resets=None, embedded=None):
     if compute_dtype is None:  # the cell's own field (rnnlab.cells.Cell.compute_dtype)
         compute_dtype = getattr(cell, "compute_dtype", None)
     if compute_dtype is not None:
@@ -192,9 +208,10 @@ def _unroll_layer(cell, params, xs, carry, mask, lengths, reverse, unroll, remat
     path = fused_lib.select(cell, params, xs, carry, mask, compute_dtype, remat, fused, resets,
                             lengths=lengths)
     if path != "scan":
+        inputs = embedded if _folds(path, cell, xs, embedded, compute_dtype) else xs
         try:
-            return fused_lib.fused_unroll(path, cell, params, xs, carry, mask, lengths, reverse,
-                                          unroll=unroll)
+            return fused_lib.fused_unroll(path, cell, params, inputs, carry, mask, lengths,
+                                          reverse, unroll=unroll)
         except NotImplementedError as e:  # under vmap: the cuDNN binding has no batching rule
             if fused != "auto" or not fused_lib.is_fallback_error(e):
                 raise
@@ -285,12 +302,12 @@ def _scan(body, project, carry, xs, ms, time, reverse, unroll, remat):
     return carry, jnp.concatenate([ys_head, ys_tail])
 
 
-def _unroll_stack(stack: Stack, params, xs, carry, mask, lengths, opts):
+def _unroll_stack(stack: Stack, params, xs, carry, mask, lengths, opts, embedded=None):
     carries = []
     real = mask
     for l, cell in enumerate(stack.cells):
         c, ys = _unroll_layer(cell, params[l], xs, None if carry is None else carry[l], mask,
-                              lengths, **opts)
+                              lengths, **opts, embedded=embedded if l == 0 else None)
         residual = stack.residual_applies(l, xs.shape[-1])
         xs = ys + xs if residual else ys
         if residual and real is not None:  # padded steps output zero, residual or not

@@ -181,6 +181,11 @@ def test_kernel_ab_times_two_builds_in_one_process(cell):
                           text=True, check=False)
     if head.returncode != 0:
         pytest.skip("not a git checkout with the kernel committed")
+    with open(cpu.SOURCE) as f:
+        if kernel_ab.call_layouts(f.read()) != kernel_ab.call_layouts(head.stdout):
+            with pytest.raises(SystemExit, match="FFI call layouts at 'HEAD' differ"):
+                kernel_ab.bench_kernel("HEAD", cell, {"L": speed.QUICK["L"]}, seconds=0.0)
+            return  # an uncommitted interface change: the one-line refusal is the behaviour
     (row,) = kernel_ab.bench_kernel("HEAD", cell, {"L": speed.QUICK["L"]}, seconds=0.0)
     assert set(row["ms"]) == {"base forward", "tree forward", "base backward", "tree backward"}
     assert all(v["calls"] >= 5 and 0 < v["min"] <= v["median"] for v in row["ms"].values())

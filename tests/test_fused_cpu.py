@@ -77,6 +77,24 @@ def _same_run(path_a, path_b, cell, params, xs, carry, **kw):
     assert min(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(gb)) > 1e-3
 
 
+def _check_finite_differences(f, args, eps=1e-2):
+    """Central differences of the scalar f(*args) along a random direction of each leaf of
+    args against its gradient (float32: accurate to ~1e-3 of the derivative's scale at this
+    step size)."""
+    grads = jax.jit(jax.grad(f, argnums=tuple(range(len(args)))))(*args)
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    g_leaves = jax.tree_util.tree_leaves(grads)
+    for k in range(len(leaves)):
+        v = [jnp.zeros_like(a) for a in leaves]
+        v[k] = jax.random.normal(jax.random.key(k), leaves[k].shape)
+        shift = lambda s: jax.tree_util.tree_unflatten(  # noqa: E731
+            tree, [a + s * d for a, d in zip(leaves, v)])
+        fd = (float(f(*shift(eps))) - float(f(*shift(-eps)))) / (2 * eps)
+        exact = float(jnp.vdot(g_leaves[k], v[k]))
+        scale = float(jnp.linalg.norm(g_leaves[k]) * jnp.linalg.norm(v[k]))
+        assert abs(fd - exact) <= 2e-3 * scale, (k, fd, exact, scale)
+
+
 def _holed_mask(batch, time):
     lengths = np.array([time, 4, 0, time - 1, 2][:batch])  # full, padded, empty, ...
     return jnp.asarray((np.arange(time)[None] < lengths[:, None])).at[0, 2].set(False)
@@ -141,19 +159,7 @@ def test_kernel_gradients_match_finite_differences(name):
     run = lambda p, x, c: rnnlab.unroll(cell, p, x, c, mask=mask, fused="cpu")  # noqa: E731
     f = jax.jit(lambda *a: _loss(run, *a)[0])
     args = (params, xs, carry)
-    grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args)
-    leaves, tree = jax.tree_util.tree_flatten(args)
-    g_leaves = jax.tree_util.tree_leaves(grads)
-    eps = 1e-2
-    for k in range(len(leaves)):
-        v = [jnp.zeros_like(a) for a in leaves]
-        v[k] = jax.random.normal(jax.random.key(k), leaves[k].shape)
-        shift = lambda s: jax.tree_util.tree_unflatten(  # noqa: E731
-            tree, [a + s * d for a, d in zip(leaves, v)])
-        fd = (float(f(*shift(eps))) - float(f(*shift(-eps)))) / (2 * eps)
-        exact = float(jnp.vdot(g_leaves[k], v[k]))
-        scale = float(jnp.linalg.norm(g_leaves[k]) * jnp.linalg.norm(v[k]))
-        assert abs(fd - exact) <= 2e-3 * scale, (k, fd, exact, scale)
+    _check_finite_differences(f, args)
 
 
 # --- choosing the path, building, falling back -----------------------------------------------
@@ -232,3 +238,114 @@ def test_kernel_builds_where_the_toolchain_exists():
     """g++ on x86-64 Linux: the kernel must build and load (else the parity tests above would
     skip silently on the machines meant to run them, CI's included)."""
     assert WHY is None
+
+
+# --- embedded tokens (`rnnlab.Embedded`): the first LSTM layer folds the lookup ---------------
+
+
+def _tokens(batch_shape, time, vocab, seed=3):
+    table = jax.random.normal(jax.random.key(seed), (vocab, IN))
+    ids = jax.random.randint(jax.random.key(seed + 1), (*batch_shape, time), 0, vocab)
+    return table, ids
+
+
+def _token_operand(fn, *args, time, batch) -> bool:
+    """Whether the compiled program's LSTM forward call takes the int32 ids [time, batch]."""
+    text = jax.jit(fn).lower(*args).as_text()
+    calls = [ln for ln in text.splitlines() if "rnnlab_lstm_fwd" in ln]
+    return bool(calls) and any(f"tensor<{time}x{batch}xi32>" in ln for ln in calls)
+
+
+def _embedded_run(stack, table_ids, path, **kw):
+    """_loss as a function of (params, table, carry) with the inputs as Embedded tokens on
+    "cpu" (path "tokens") or as the looked-up rows table[ids] on `path`."""
+    ids = table_ids[1]
+
+    def loss(p, tab, c):
+        xs = rnnlab.Embedded(tab, ids) if path == "tokens" else jnp.take(tab, ids, axis=0)
+        run = lambda p_, x, c_: rnnlab.unroll(  # noqa: E731
+            stack, p_, x, c_, fused="cpu" if path == "tokens" else path, **kw)
+        return _loss(run, p, xs, c)
+
+    return loss
+
+
+@needs_kernel
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_embedded_tokens_fold_into_the_kernel_and_match_the_scan(reverse):
+    """Two stacked LSTM layers on Embedded tokens (vocab 6 < time x batch 35): the first layer's
+    kernel reads the table E W_ih per token (the ids are an operand of its call) and sums dZ per
+    token; outputs, carry and the gradients of every parameter, the table and the initial carry
+    match the scan on table[ids], with a holed mask and batch 5, hidden 13."""
+    stack = rnnlab.cells.Stack((rnnlab.cells.make("lstm", 13), rnnlab.cells.make("lstm", 13)))
+    params = stack.init(jax.random.key(0), IN)
+    params = tuple({k: v + 0.3 * jax.random.normal(jax.random.key(9), v.shape)
+                    if k.startswith("b") else v for k, v in p.items()} for p in params)
+    carry = jax.tree_util.tree_map(lambda a: 0.5 * jax.random.normal(jax.random.key(2), a.shape),
+                                   stack.initial_carry((5,)))
+    tokens = _tokens((5,), 7, vocab=6)
+    kw = dict(mask=_holed_mask(5, 7), reverse=reverse)
+    folded = _embedded_run(stack, tokens, "tokens", **kw)
+    assert _token_operand(lambda *a: folded(*a)[0], params, tokens[0], carry, time=7, batch=5)
+    grad = lambda f: jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))(  # noqa: E731
+        params, tokens[0], carry)
+    (ga, out_a), (gb, out_b) = grad(folded), grad(_embedded_run(stack, tokens, "scan", **kw))
+    _close(out_a, out_b)
+    _close(ga, gb)
+    assert float(jnp.abs(ga[1]).max()) > 1e-3  # the table's gradient is there
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_embedded_tokens_lengths_extra_axes_threads_and_clamped_ids(threads, monkeypatch):
+    """Hidden 37 over 1 or 2 threads (each adds into its own units' columns of the table's
+    gradient), batch axes (2, 3), lengths; ids out of range clamp into [0, vocab), as the
+    lookup does."""
+    monkeypatch.setenv("RNNLAB_CPU_THREADS", threads)
+    cell = rnnlab.cells.make("lstm", 37)
+    params = cell.init(jax.random.key(0), IN)
+    table, ids = _tokens((2, 3), 5, vocab=4)
+    ids = ids.at[0, 1, 2].set(9).at[1, 0, 0].set(-3)
+    tokens = (table, ids)
+    kw = dict(lengths=jnp.asarray([[5, 3, 0], [1, 5, 2]]), reverse=True)
+    carry = cell.initial_carry((2, 3))
+    grad = lambda f: jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))(  # noqa: E731
+        params, table, carry)
+    folded = _embedded_run(cell, tokens, "tokens", **kw)
+    assert _token_operand(lambda *a: folded(*a)[0], params, table, carry, time=5, batch=6)
+    clipped = (table, jnp.clip(ids, 0, 3))
+    (ga, out_a), (gb, out_b) = grad(folded), grad(_embedded_run(cell, clipped, "scan", **kw))
+    _close(out_a, out_b)
+    _close(ga, gb)
+
+
+@needs_kernel
+def test_embedded_tokens_are_looked_up_where_the_fold_does_not_apply():
+    """A vocabulary larger than time x batch (forming E W_ih would cost more than it saves),
+    a GRU first layer and the scan path all run on table[ids], with the same results."""
+    lstm, gru = rnnlab.cells.make("lstm", 8), rnnlab.cells.make("gru", 8)
+    for cell, vocab, path in ((lstm, 40, "cpu"), (gru, 6, "cpu"), (lstm, 6, "scan")):
+        params = cell.init(jax.random.key(0), IN)
+        table, ids = _tokens((3,), 7, vocab=vocab)
+        run = lambda p, t, path=path, cell=cell, ids=ids: rnnlab.unroll(  # noqa: E731
+            cell, p, rnnlab.Embedded(t, ids), fused=path)
+        assert not _token_operand(run, params, table, time=7, batch=3)
+        dense = rnnlab.unroll(cell, params, table[ids], fused=path)
+        _close(jax.jit(run)(params, table), dense)
+
+
+@needs_kernel
+def test_embedded_tokens_gradients_match_finite_differences():
+    """Central differences along random directions of the table, W_ih, W_hh and b through the
+    folded first layer (the table's and W_ih's gradients come from the kernel's per-token
+    sums), on a tiny shape with a mask."""
+    cell = rnnlab.cells.make("lstm", 3)
+    params = cell.init(jax.random.key(0), IN)
+    table, ids = _tokens((2,), 4, vocab=3)
+    mask = jnp.asarray([[1, 1, 0, 1], [1, 1, 1, 0]], bool)
+    run = lambda p, t: rnnlab.unroll(  # noqa: E731
+        cell, p, rnnlab.Embedded(t, ids), mask=mask, fused="cpu")
+    f = jax.jit(lambda p, t: _loss(lambda p_, x, c: run(p_, x), p, t, None)[0])
+    assert _token_operand(f, params, table, time=4, batch=2)
+    args = (params, table)
+    _check_finite_differences(f, args)

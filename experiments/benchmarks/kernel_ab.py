@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,13 @@ def define_flags() -> None:
     flags.DEFINE_string("workloads", "A,B,L", "comma list of speed.py workloads")
     flags.DEFINE_float("seconds", 3.0, "timing budget per call variant")
     flags.DEFINE_string("json", "", "write the results here as JSON ('' = print only)")
+
+
+def call_layouts(source: str) -> list[str]:
+    """The FFI bindings of a kernel source (its `XLA_FFI_DEFINE_HANDLER_SYMBOL` blocks, blanks
+    removed): two builds can be called through the same Python layouts only if these agree."""
+    blocks = re.findall(r"XLA_FFI_DEFINE_HANDLER_SYMBOL\((.*?)\);", source, flags=re.DOTALL)
+    return ["".join(b.split()) for b in blocks]
 
 
 def bench_kernel(base, cell, workloads: dict, seconds):
@@ -63,6 +71,12 @@ def bench_kernel(base, cell, workloads: dict, seconds):
         why = (shown.stderr.strip().splitlines() or ["git failed"])[-1]
         sys.exit(f"kernel_ab: cannot read {rel} at git revision {base!r} ({why}); pass --base=REV "
                  "with a commit that has it")
+    with open(cpu.SOURCE) as f:
+        tree_layouts = call_layouts(f.read())
+    if call_layouts(shown.stdout) != tree_layouts:
+        sys.exit(f"kernel_ab: the kernel's FFI call layouts at {base!r} differ from the working "
+                 "tree's (an interface change), so one set of calls cannot drive both; pass "
+                 "--base=REV with a commit that has the working tree's layouts")
     with tempfile.NamedTemporaryFile("w", suffix=".cc", delete=False) as f:
         f.write(shown.stdout)
     try:

@@ -98,6 +98,8 @@ def jax_train_step(spec, w):
         def run_rnn(p, carry, e):
             return rnnlab.unroll(stack, p, e, carry, **kw)
 
+        # the lookup as `rnnlab.Embedded`: the first LSTM layer may fold it into its projection
+        embed = rnnlab.Embedded
         carry0 = stack.initial_carry((cfg["batch"],))
     else:
         import flax.linen as nn
@@ -129,6 +131,9 @@ def jax_train_step(spec, w):
         carry0 = tuple(cell0.initialize_carry(jax.random.key(0), (cfg["batch"], cfg["emb"]))
                        for _ in range(n_layers))
 
+        def embed(table, x):
+            return jnp.take(table, x, axis=0)
+
         def run_rnn(p, carry, e):
             new = []
             for l in range(n_layers):
@@ -140,8 +145,7 @@ def jax_train_step(spec, w):
               "w_out": jnp.asarray(w["w_out"]), "b_out": jnp.asarray(w["b_out"])}
 
     def loss_fn(p, carry, x, y):
-        e = jnp.take(p["emb"], x, axis=0)
-        carry, hs = run_rnn(p["rnn"], carry, e)
+        carry, hs = run_rnn(p["rnn"], carry, embed(p["emb"], x))
         logits = hs @ p["w_out"] + p["b_out"]
         logz = jax.nn.logsumexp(logits, axis=-1)
         gold = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]

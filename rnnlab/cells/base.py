@@ -67,6 +67,35 @@ def check_choice(what: str, value, choices) -> None:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {sorted(choices)}")
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Embedded:
+    """Embedded tokens `table[ids]`, [*batch, time, features], not yet formed: `rnnlab.unroll`
+    takes them in place of xs, and where the first layer is the plain LSTM on the fused CPU
+    kernel with a vocabulary no larger than time x batch, that layer reads the rows of the
+    table W_ih [vocab, 4 hidden] per token and sums its gradient per token inside the
+    kernel's loops (no x W_ih, dZ W_ih^T or x^T dZ over all time steps). Anywhere else the
+    rows are looked up first (`lookup`). Out-of-range ids clamp, as `table[ids]` does."""
+
+    table: jax.Array  # [vocab, features]
+    ids: jax.Array  # [*batch, time] ints
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.ids.shape) + tuple(self.table.shape[-1:])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self):
+        return self.table.dtype
+
+    def lookup(self) -> jax.Array:
+        return jnp.take(self.table, self.ids, axis=0, mode="clip")
+
+
 def padding_mask(mask, lengths, time: int, batch_shape: tuple | None = None):
     """[*batch, time] booleans (True = a real step) from `mask` or from `lengths` (the real
     steps at the start of each row), reshaped to `batch_shape + (time,)` when given; None when

@@ -25,7 +25,8 @@ Paths:
   "cpu"     the fused CPU kernel of `cpu.py` (an XLA FFI custom call compiled on first use):
             the plain LSTM and the cuDNN-form GRU, the whole forward and the whole backward
             loop in one call each, W_hh packed once per call for the kernel's own GEMM,
-            float32, any mask.
+            float32, any mask. On `rnnlab.Embedded` tokens the LSTM layer reads the table
+            E W_ih per token instead of projecting looked-up rows (`cpu.lstm_tokens_layer_cpu`).
 
 `requested="auto"` takes the platform's fast path (`AUTO`: "cudnn" on a CUDA GPU for the plain
 LSTM; on CPU "cpu" for the plain LSTM and the cuDNN-form GRU where the kernel can run, else

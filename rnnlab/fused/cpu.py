@@ -3,6 +3,7 @@ backward over all time steps, as XLA FFI custom calls.
 
     reason = unavailable()                        # None when the kernel can run here
     hs, h_T, c_T = lstm_layer_cpu(x, w_ih, w_hh, h0, c0, mask, b=b)
+    hs, h_T, c_T = lstm_tokens_layer_cpu(ids, emb, w_ih, w_hh, h0, c0, mask, b=b)  # emb[ids]
     hs, h_T = gru_recurrence_cpu(xp, w_hh, b_hh, h0, mask)
 
 Why a kernel: on XLA:CPU every iteration of a `lax.scan` pays a fixed cost (thunk dispatch, a
@@ -22,7 +23,12 @@ per step and sums db while dZ is in cache; the weight gradients are one large ma
 loop (XLA's) from the transposed rows the forward writes while they are in cache: for the
 LSTM [dW_ih; dW_hh] = [x; h_prev]^T dZ, whence `lstm_layer_cpu` takes x and W_ih and projects
 inside its custom VJP; for the GRU, whose input and hidden halves have different gradients,
-dW_hh = h_prev^T dU (dW_ih by autodiff of its projection).
+dW_hh = h_prev^T dU (dW_ih by autodiff of its projection). On embedded tokens
+(`rnnlab.Embedded`, a vocabulary no larger than time x batch) the LSTM's forward reads each
+step's input half of the gates from the table E W_ih [V, 4H] by token id, and its backward adds
+dZ's rows per token into that table's gradient while they are in cache: dE and dW_ih follow at
+vocabulary size, and x W_ih, dZ W_ih^T and x^T dZ over all time steps are gone (the first layer
+of workloads B and L: 4-8% of the training step).
 
 Build: compiled on first use into `$RNNLAB_CACHE` (default ~/.cache/rnnlab) under a key of the
 source, the compiler flags, the jax version (its FFI headers) and this CPU's model and flags
@@ -154,8 +160,8 @@ def _call(target, shapes, *args, prefix=""):
     return jax.ffi.ffi_call(prefix + target, out, vmap_method="sequential")(*args)
 
 
-def _empty():
-    return jnp.zeros((0,), F32)
+def _empty(dtype=F32):
+    return jnp.zeros((0,), dtype)
 
 
 def _weight_grad(xht, dz):
@@ -170,22 +176,29 @@ def _weight_grad(xht, dz):
 # --- LSTM ------------------------------------------------------------------------------------
 
 
-def _lstm_forward(xp, w, b, h0, c0, mask, x, save, prefix=""):
-    """x [T, B, I] (or empty without `save`) is xp's input: the forward writes it into xht."""
-    t, n, g = xp.shape
+def _lstm_forward(xp, w, b, h0, c0, mask, x, save, ids=None, prefix=""):
+    """x [T, B, I] (or empty without `save`) is xp's input: the forward writes it into xht.
+    With token ids [T, B] (int32), xp is the table E W_ih [V, 4H] and x is empty."""
+    t, n = xp.shape[:2] if ids is None else ids.shape
+    g = xp.shape[-1]
     hid = g // 4
     seq = (t, n, hid)
     shapes = [seq, seq if save else (0,), (t, n, g) if save else (0,),
               (x.shape[-1] + hid, t * n) if save else (0,), (n, hid), (n, hid)]
-    return _call("rnnlab_lstm_fwd", shapes, xp, w, b, h0, c0, mask, x, prefix=prefix)
+    ids = _empty(jnp.int32) if ids is None else ids
+    return _call("rnnlab_lstm_fwd", shapes, xp, w, b, h0, c0, mask, x, ids, prefix=prefix)
 
 
-def _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, prefix=""):
-    """(dz [T, B, 4H], dh0, dc0, db) from the saved activations and the cotangents."""
+def _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, ids=None, vocab=0,
+                   prefix=""):
+    """(dz [T, B, 4H], dh0, dc0, db, dtab) from the saved activations and the cotangents; with
+    token ids [T, B], dtab [vocab, 4H] is the sum of dz's rows per token, else empty."""
     t, n, g = acts.shape
     hid = g // 4
-    return _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid), (g,)],
-                 acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, prefix=prefix)
+    dtab = (vocab, g) if ids is not None else (0,)
+    ids = _empty(jnp.int32) if ids is None else ids
+    return _call("rnnlab_lstm_bwd", [(t, n, g), (n, hid), (n, hid), (g,), dtab],
+                 acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask, ids, prefix=prefix)
 
 
 def _project(x, w_ih):
@@ -210,7 +223,7 @@ def _lstm_fwd(x, w_ih, w, b, h0, c0, mask):
 def _lstm_bwd(res, cotangents):
     w_ih, w, h0, c0, mask, hs, cs, acts, xht = res
     d_hs, d_h, d_c = cotangents
-    dz, dh0, dc0, db = _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
+    dz, dh0, dc0, db, _ = _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask)
     t, n, g = dz.shape
     i = w_ih.shape[0]
     dw = _weight_grad(xht, dz)  # [dW_ih; dW_hh]
@@ -219,6 +232,46 @@ def _lstm_bwd(res, cotangents):
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+@jax.custom_vjp
+def _lstm_tokens(ids, emb, w_ih, w, b, h0, c0, mask):
+    hs, _, _, _, h, c = _lstm_forward(emb @ w_ih, w, b, h0, c0, mask, _empty(), save=False,
+                                      ids=ids)
+    return hs, h, c
+
+
+def _lstm_tokens_fwd(ids, emb, w_ih, w, b, h0, c0, mask):
+    hs, cs, acts, ht, h, c = _lstm_forward(emb @ w_ih, w, b, h0, c0, mask, _empty(), save=True,
+                                           ids=ids)
+    return (hs, h, c), (ids, emb, w_ih, w, h0, c0, mask, hs, cs, acts, ht)
+
+
+def _lstm_tokens_bwd(res, cotangents):
+    ids, emb, w_ih, w, h0, c0, mask, hs, cs, acts, ht = res
+    d_hs, d_h, d_c = cotangents
+    dz, dh0, dc0, db, dtab = _lstm_backward(acts, cs, hs, d_hs, w, h0, c0, d_h, d_c, mask,
+                                            ids=ids, vocab=emb.shape[0])
+    # the table E W_ih's gradient dtab gives both: dE = dtab W_ih^T, dW_ih = E^T dtab
+    return (None, dtab @ w_ih.T, emb.T @ dtab, _weight_grad(ht, dz), db, dh0, dc0,
+            jnp.zeros_like(mask))
+
+
+_lstm_tokens.defvjp(_lstm_tokens_fwd, _lstm_tokens_bwd)
+
+
+def lstm_tokens_layer_cpu(ids, emb, w_ih, w_hh, h0, c0, mask=None, *, b=None):
+    """`lstm_layer_cpu` on the embedded tokens emb[ids] without forming them: ids [time, batch]
+    (int32; clamped into [0, vocab) as `emb[ids]` clamps), emb [vocab, in]. The kernel reads
+    each step's input half of the gates from the table emb W_ih [vocab, 4 hidden] and sums the
+    backward's dZ rows per token into that table's gradient while they are in cache, so the
+    layer skips x W_ih, dZ W_ih^T and x^T dZ over all time steps (worth it when vocab is well
+    under time x batch). Same results as `lstm_layer_cpu(emb[ids], ...)` to float32 rounding."""
+    t, n = ids.shape
+    b = jnp.zeros((w_hh.shape[1],), F32) if b is None else b
+    return _lstm_tokens(ids.astype(jnp.int32), emb.astype(F32), w_ih.astype(F32),
+                        w_hh.astype(F32), b.astype(F32), h0.astype(F32), c0.astype(F32),
+                        _mask(mask, t, n))
 
 
 def _mask(mask, t, n):

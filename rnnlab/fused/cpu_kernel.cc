@@ -284,13 +284,21 @@ ffi::Error check(bool ok, const char *what) {
 ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> mask,
-                       ffi::Buffer<ffi::F32> xs, ffi::ResultBuffer<ffi::F32> hs,
+                       ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::S32> ids,
+                       ffi::ResultBuffer<ffi::F32> hs,
                        ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts,
                        ffi::ResultBuffer<ffi::F32> xht, ffi::ResultBuffer<ffi::F32> h_out,
                        ffi::ResultBuffer<ffi::F32> c_out) {
-  auto d = xp.dimensions();
-  if (d.size() != 3) return check(false, "lstm forward: xp must be [T, B, 4H]");
-  const int64_t T = d[0], B = d[1], G = d[2], H = G / 4;
+  // with token ids [T, B], xp is the table E W_ih [V, 4H] and step t's row r reads its row
+  // ids[t, r] (clamped to [0, V), as XLA's gather clamps)
+  const bool tokens = ids.element_count() > 0;
+  auto d = tokens ? ids.dimensions() : xp.dimensions();
+  if (d.size() != (tokens ? 2u : 3u) || (tokens && xp.dimensions().size() != 2))
+    return check(false, "lstm forward: xp must be [T, B, 4H] (or [V, 4H] with ids [T, B])");
+  const int64_t T = d[0], B = d[1], G = tokens ? xp.dimensions()[1] : d[2], H = G / 4;
+  const int64_t V = tokens ? xp.dimensions()[0] : 0;
+  if (tokens && V == 0) return check(false, "lstm forward: the table xp [V, 4H] is empty");
+  const int32_t *tok = tokens ? ids.typed_data() : nullptr;
   if (auto e = check(w.element_count() == static_cast<size_t>(H * G) &&
                          h0.element_count() == static_cast<size_t>(B * H),
                      "lstm forward: shapes of w / h0 do not match xp");
@@ -327,7 +335,9 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
       }
       float *hn = H_ + t * B * H;
       for (int64_t r = 0; r < B && u > 0; ++r) {
-        const float *xr = x + (t * B + r) * G + lo, *hp = h + r * H + lo, *br = b + lo;
+        const int64_t xrow = tokens ? std::min<int64_t>(std::max(tok[t * B + r], 0), V - 1)
+                                    : t * B + r;
+        const float *xr = x + xrow * G + lo, *hp = h + r * H + lo, *br = b + lo;
         float *zr = z + r * 4 * u, *cr = c + r * H + lo, *hr = hn + r * H + lo;
         float *ar = save ? A_ + (t * B + r) * G + lo : nullptr;
         const float keep = masked ? m[t * B + r] : 1.0f;
@@ -372,11 +382,24 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                         ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dh_t,
                         ffi::Buffer<ffi::F32> dc_t, ffi::Buffer<ffi::F32> mask,
+                        ffi::Buffer<ffi::S32> ids,
                         ffi::ResultBuffer<ffi::F32> dz_out, ffi::ResultBuffer<ffi::F32> dh0_out,
-                        ffi::ResultBuffer<ffi::F32> dc0_out, ffi::ResultBuffer<ffi::F32> db_out) {
+                        ffi::ResultBuffer<ffi::F32> dc0_out, ffi::ResultBuffer<ffi::F32> db_out,
+                        ffi::ResultBuffer<ffi::F32> dtab_out) {
   auto d = acts.dimensions();
   if (d.size() != 3) return check(false, "lstm backward: acts must be [T, B, 4H]");
   const int64_t T = d[0], B = d[1], G = d[2], H = G / 4;
+  // with token ids: dtab [V, 4H] = sum of dZ's rows per token (the table's gradient), added
+  // while each row is in cache; each thread adds into its own units' columns
+  const bool tokens = ids.element_count() > 0;
+  const int64_t V = tokens ? static_cast<int64_t>(dtab_out->element_count()) / G : 0;
+  if (auto e = check(!tokens || (ids.element_count() == static_cast<size_t>(T * B) && V > 0),
+                     "lstm backward: ids must be [T, B] and dtab [V, 4H]");
+      e.failure())
+    return e;
+  const int32_t *tok = tokens ? ids.typed_data() : nullptr;
+  float *dT = tokens ? dtab_out->typed_data() : nullptr;
+  if (tokens) std::memset(dT, 0, V * G * sizeof(float));
   const bool masked = mask.element_count() > 0;
   const float *A_ = acts.typed_data(), *C_ = cs.typed_data(), *m = mask.typed_data();
   const float *dY = d_hs.typed_data();
@@ -402,7 +425,32 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
         const float *cpr = (t > 0 ? C_ + (row - B) * H : c0.typed_data() + r * H) + lo;
         float *dzr = dZ + row * G + lo, *dhr = dh + r * H + lo, *dcr = dc + r * H + lo;
         const float keep = masked ? m[row] : 1.0f;
-        if (keep > 0.0f) {
+        if (keep > 0.0f && tokens) {
+          float *sr = dT + std::min<int64_t>(std::max(tok[row], 0), V - 1) * G + lo;
+#pragma omp simd
+          for (int64_t j = 0; j < u; ++j) {
+            float i_ = ar[j], f_ = ar[H + j], g_ = ar[2 * H + j], o_ = ar[3 * H + j];
+            float tc = tanh_f(ctr[j]);
+            float dhj = dhr[j] + dyr[j];
+            float dct = dcr[j] + dhj * o_ * (1.0f - tc * tc);
+            const float di = dct * g_ * i_ * (1.0f - i_), df = dct * cpr[j] * f_ * (1.0f - f_);
+            const float dg = dct * i_ * (1.0f - g_ * g_), dox = dhj * tc * o_ * (1.0f - o_);
+            dzr[j] = di;
+            dzr[H + j] = df;
+            dzr[2 * H + j] = dg;
+            dzr[3 * H + j] = dox;
+            sr[j] += di;
+            sr[H + j] += df;
+            sr[2 * H + j] += dg;
+            sr[3 * H + j] += dox;
+            a0[j] += di;
+            a1[j] += df;
+            a2[j] += dg;
+            a3[j] += dox;
+            dcr[j] = dct * f_;
+            dhr[j] = dhj;
+          }
+        } else if (keep > 0.0f) {
 #pragma omp simd
           for (int64_t j = 0; j < u; ++j) {
             float i_ = ar[j], f_ = ar[H + j], g_ = ar[2 * H + j], o_ = ar[3 * H + j];
@@ -607,7 +655,7 @@ using R32 = ffi::ResultBuffer<ffi::F32>;
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, LstmForward,
                               ffi::Ffi::Bind()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Ret<F32>());
 
@@ -615,7 +663,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, LstmBackward,
                               ffi::Ffi::Bind()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruForward, GruForward,
                               ffi::Ffi::Bind()

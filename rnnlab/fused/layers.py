@@ -8,10 +8,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells.base import dot, padding_mask
+from rnnlab.cells.base import Embedded, dot, padding_mask
 from rnnlab.cells.lstm import LSTMCarry
 from rnnlab.fused import cudnn
-from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_layer_cpu
+from rnnlab.fused.cpu import gru_recurrence_cpu, lstm_layer_cpu, lstm_tokens_layer_cpu
 from rnnlab.fused.dispatch import float_dtypes, is_plain_lstm
 from rnnlab.fused.pallas_lstm import lstm_recurrence, lstm_recurrence_scan
 from rnnlab.fused.split_vjp import split_recurrence
@@ -22,15 +22,21 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
     """Runs one plain LSTM layer on the fused `path` ("cudnn", "pallas", "vjp" or "cpu"; "vjp"
     and "cpu" also run other cells, see the module docstring).
 
-    xs [*batch, time, in]; carry LSTMCarry [*batch, hidden] or None (zeros); mask [*batch, time]
-    or lengths [*batch] (real steps, padding at the end). `params` may hold bfloat16 copies of
+    xs [*batch, time, in] (on "cpu", the plain LSTM also takes `Embedded` tokens: see
+    `rnnlab.cells.base.Embedded`); carry LSTMCarry [*batch, hidden] or None (zeros); mask
+    [*batch, time] or lengths [*batch] (real steps, padding at the end). `params` may hold bfloat16 copies of
     the float32 parameters (the mixed-precision policy): the kernel multiplies in their dtype.
     `interpret` (Pallas only) defaults to True on CPU; `unroll` ("vjp" only) is the scans'
     unroll factor. Same results as `rnnlab.unroll`'s scan.
     """
     batch_shape, (time, _) = xs.shape[:-2], xs.shape[-2:]
     hidden, b = cell.hidden_size, math.prod(xs.shape[:-2])
-    x = xs.reshape(b, time, xs.shape[-1])
+    tokens = isinstance(xs, Embedded)
+    if tokens and (path != "cpu" or not is_plain_lstm(cell)):
+        raise ValueError(f"fused_unroll takes Embedded inputs on 'cpu' for the plain LSTM only, "
+                         f"not {path!r} / {cell!r}; pass xs.lookup()")
+    # time-major ids [time, b] for the token path, else the inputs [b, time, in]
+    x = xs.ids.reshape(b, time).T if tokens else xs.reshape(b, time, xs.shape[-1])
     if path in ("cudnn", "pallas") and not is_plain_lstm(cell):
         raise ValueError(f"fused_unroll({path!r}) runs the LSTM without peepholes, layer norm "
                          f"or projection, not {cell!r}; use rnnlab.unroll (it picks a valid path)")
@@ -46,7 +52,7 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         c, ys = cudnn.cudnn_unroll(params, x, c0, lens, reverse)
     elif path in ("pallas", "vjp", "cpu"):
         m = padding_mask(mask, lens, time, (b,))
-        x_t, mt = jnp.moveaxis(x, 1, 0), None if m is None else m.T  # time-major
+        x_t, mt = x if tokens else jnp.moveaxis(x, 1, 0), None if m is None else m.T  # time-major
         if reverse:  # the inputs, not their projection: 4 hidden features per step
             x_t, mt = x_t[::-1], None if mt is None else mt[::-1]
         # x W_ih as one 2-D matmul (inside the kernel's custom VJP on "cpu"); the bias is added
@@ -54,7 +60,10 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         # costs as much as a matmul on CPU)
         xp = None if path == "cpu" else dot(x_t.reshape(time * b, -1), params["w_ih"]).reshape(
             time, b, 4 * hidden)
-        if path == "cpu":
+        if tokens:
+            hs, h, cc = lstm_tokens_layer_cpu(x_t, xs.table, params["w_ih"], params["w_hh"],
+                                              c0.h, c0.c, mt, b=params["b"])
+        elif path == "cpu":
             hs, h, cc = lstm_layer_cpu(x_t, params["w_ih"], params["w_hh"], c0.h, c0.c, mt,
                                        b=params["b"])
         elif path == "vjp":

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlab.cells.base import Embedded
 from rnnlab.unroll import unroll as _unroll
 
 LN2 = math.log(2.0)
@@ -116,8 +117,10 @@ class LanguageModel(nn.Module):
             keep = 1.0 - self.dropout_embedding
             rows = jax.random.bernoulli(self.make_rng("dropout"), keep, (self.vocab_size, 1))
             table = embedding * rows.astype(embedding.dtype) / keep
-        x = jnp.take(table, tokens, axis=0)
-        x = self._dropout(x, self.dropout_input, train)
+        if train and self.dropout_input > 0.0:
+            x = self._dropout(jnp.take(table, tokens, axis=0), self.dropout_input, train)
+        else:  # the first layer may fold the lookup into its projection (`rnnlab.Embedded`)
+            x = Embedded(table, tokens)
 
         if carry is None:
             carry = self.initial_carry(tokens.shape[0], x.dtype)
