@@ -227,3 +227,35 @@ def test_projection_lstm_layers_and_document_resets():
     np.testing.assert_allclose(got.logits[:, :5], before.logits, atol=1e-5)
     assert not np.allclose(m.apply({"params": params}, x, carry_in).logits[:, 5:],
                            fresh.logits, atol=1e-3)
+
+
+@pytest.mark.skipif(rnnlab.fused.cpu.unavailable() is not None, reason="no CPU kernel here")
+def test_first_lstm_layer_folds_the_lookup_unless_input_dropout_applies(monkeypatch):
+    """With 36 tokens per window (> vocab 23) and no input dropout, the first LSTM layer reads
+    the embedding through the CPU kernel's token path (the ids are an operand of its forward
+    call); logits and every gradient match the model with the rows looked up first. With
+    input dropout in training the rows are looked up (and dropped) as before."""
+    m = make_model(dropout_input=0.3)
+    x = tokens(t=12)
+    params = jax.jit(m.init)(jax.random.key(0), x)["params"]
+
+    def loss(p, model, train):
+        out = model.apply({"params": p}, x, train=train, rngs={"dropout": jax.random.key(1)})
+        return jnp.mean(token_nll(out.logits, jnp.roll(x, -1, axis=1))), out.logits
+
+    def program(model, train):
+        return jax.jit(lambda p: loss(p, model, train)[0]).lower(params).as_text()
+
+    token_call = f"tensor<12x{B}xi32>"
+    calls = lambda text: [ln for ln in text.splitlines() if "rnnlab_lstm_fwd" in ln]  # noqa: E731
+    assert any(token_call in ln for ln in calls(program(m, train=False)))
+    assert calls(program(m, train=True)) and not any(
+        token_call in ln for ln in calls(program(m, train=True)))
+    grad = jax.jit(jax.grad(loss, has_aux=True), static_argnums=(1, 2))
+    g_fold, logits_fold = grad(params, m, False)
+    monkeypatch.setattr("rnnlab.models.lm.Embedded", lambda t, i: jnp.take(t, i, axis=0))
+    g_dense, logits_dense = jax.jit(jax.grad(lambda p: loss(p, m, False), has_aux=True))(params)
+    for a, b in zip(jax.tree_util.tree_leaves((logits_fold, g_fold)),
+                    jax.tree_util.tree_leaves((logits_dense, g_dense))):
+        scale = float(jnp.abs(b).max())
+        assert float(jnp.abs(a - b).max()) <= 2e-5 * max(scale, 1e-6)
