@@ -24,8 +24,9 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
 
     xs [*batch, time, in] (on "cpu", the plain LSTM also takes `Embedded` tokens: see
     `rnnlab.cells.base.Embedded`); carry LSTMCarry [*batch, hidden] or None (zeros); mask
-    [*batch, time] or lengths [*batch] (real steps, padding at the end). `params` may hold bfloat16 copies of
-    the float32 parameters (the mixed-precision policy): the kernel multiplies in their dtype.
+    [*batch, time] or lengths [*batch] (real steps, padding at the end). `params` may hold
+    bfloat16 copies of the float32 parameters (the mixed-precision policy): the kernel
+    multiplies in their dtype.
     `interpret` (Pallas only) defaults to True on CPU; `unroll` ("vjp" only) is the scans'
     unroll factor. Same results as `rnnlab.unroll`'s scan.
     """
@@ -52,7 +53,8 @@ def fused_unroll(path, cell, params, xs, carry=None, mask=None, lengths=None, re
         c, ys = cudnn.cudnn_unroll(params, x, c0, lens, reverse)
     elif path in ("pallas", "vjp", "cpu"):
         m = padding_mask(mask, lens, time, (b,))
-        x_t, mt = x if tokens else jnp.moveaxis(x, 1, 0), None if m is None else m.T  # time-major
+        x_t = x if tokens else jnp.moveaxis(x, 1, 0)  # time-major
+        mt = None if m is None else m.T
         if reverse:  # the inputs, not their projection: 4 hidden features per step
             x_t, mt = x_t[::-1], None if mt is None else mt[::-1]
         # x W_ih as one 2-D matmul (inside the kernel's custom VJP on "cpu"); the bias is added
