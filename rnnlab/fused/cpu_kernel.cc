@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -425,8 +426,9 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
         const float *cpr = (t > 0 ? C_ + (row - B) * H : c0.typed_data() + r * H) + lo;
         float *dzr = dZ + row * G + lo, *dhr = dh + r * H + lo, *dcr = dc + r * H + lo;
         const float keep = masked ? m[row] : 1.0f;
-        if (keep > 0.0f && tokens) {
-          float *sr = dT + std::min<int64_t>(std::max(tok[row], 0), V - 1) * G + lo;
+        // one real step's gradients for the own units; with token ids (kTokens) dZ's row is
+        // also added into the token's row of the table's gradient, sr
+        auto step = [&](auto kTokens, float *sr) {
 #pragma omp simd
           for (int64_t j = 0; j < u; ++j) {
             float i_ = ar[j], f_ = ar[H + j], g_ = ar[2 * H + j], o_ = ar[3 * H + j];
@@ -439,10 +441,12 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
             dzr[H + j] = df;
             dzr[2 * H + j] = dg;
             dzr[3 * H + j] = dox;
-            sr[j] += di;
-            sr[H + j] += df;
-            sr[2 * H + j] += dg;
-            sr[3 * H + j] += dox;
+            if constexpr (decltype(kTokens)::value) {
+              sr[j] += di;
+              sr[H + j] += df;
+              sr[2 * H + j] += dg;
+              sr[3 * H + j] += dox;
+            }
             a0[j] += di;
             a1[j] += df;
             a2[j] += dg;
@@ -450,27 +454,12 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
             dcr[j] = dct * f_;
             dhr[j] = dhj;
           }
-        } else if (keep > 0.0f) {
-#pragma omp simd
-          for (int64_t j = 0; j < u; ++j) {
-            float i_ = ar[j], f_ = ar[H + j], g_ = ar[2 * H + j], o_ = ar[3 * H + j];
-            float tc = tanh_f(ctr[j]);
-            float dhj = dhr[j] + dyr[j];
-            float dct = dcr[j] + dhj * o_ * (1.0f - tc * tc);
-            const float di = dct * g_ * i_ * (1.0f - i_), df = dct * cpr[j] * f_ * (1.0f - f_);
-            const float dg = dct * i_ * (1.0f - g_ * g_), dox = dhj * tc * o_ * (1.0f - o_);
-            dzr[j] = di;
-            dzr[H + j] = df;
-            dzr[2 * H + j] = dg;
-            dzr[3 * H + j] = dox;
-            a0[j] += di;
-            a1[j] += df;
-            a2[j] += dg;
-            a3[j] += dox;
-            dcr[j] = dct * f_;
-            dhr[j] = dhj;
-          }
-        } else {  // the carry passed through: gradients pass through too
+        };
+        if (keep > 0.0f && tokens)
+          step(std::true_type{}, dT + std::min<int64_t>(std::max(tok[row], 0), V - 1) * G + lo);
+        else if (keep > 0.0f)
+          step(std::false_type{}, nullptr);
+        else {  // the carry passed through: gradients pass through too
 #pragma omp simd
           for (int64_t j = 0; j < u; ++j) dhr[j] += dyr[j];
           for (int q = 0; q < 4; ++q) std::fill(dzr + q * H, dzr + q * H + u, 0.0f);
