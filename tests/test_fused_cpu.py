@@ -130,6 +130,29 @@ def test_kernel_lengths_extra_axes_zero_carry_and_vmap(name, threads, monkeypatc
 
 @needs_kernel
 @pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_kernel_blocks_beyond_the_pool_give_the_same_bits(name, monkeypatch):
+    """Hidden 130 over 8 blocks, more than XLA's intra-op pool has free threads on a small
+    machine, in a step that runs two independent layers (XLA may run their calls at once, each
+    asking the pool for helpers): the blocks no pool thread claims run on threads of the
+    kernel's own, and the outputs and gradients are bitwise those of one thread."""
+    cell, params, xs, carry = _problem(name, hidden=130, batch_shape=(5,), time=6)
+
+    def two_layers(p, x, c):
+        fwd = rnnlab.unroll(cell, p, x, c, fused="cpu")[1]
+        rev = rnnlab.unroll(cell, p, 0.5 * x, c, fused="cpu", reverse=True)[1]
+        return jnp.sum(jnp.tanh(fwd) * rev), (fwd, rev)
+
+    step = jax.jit(jax.grad(two_layers, argnums=(0, 1, 2), has_aux=True))
+    runs = {}
+    for threads in ("1", "8"):
+        monkeypatch.setenv("RNNLAB_CPU_THREADS", threads)  # read by the kernel at every call
+        runs[threads] = jax.tree_util.tree_leaves(step(params, xs, carry))
+    assert all(np.array_equal(a, b) for a, b in zip(runs["1"], runs["8"]))
+    assert min(float(jnp.abs(g).max()) for g in runs["8"]) > 1e-3
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_kernel_carries_state_across_windows(name):
     """Two windows in a row, the second starting from the first's final carry (truncated BPTT
     without the cut): the gradient flows through the carried state into the first window."""

@@ -43,9 +43,10 @@ def define_flags() -> None:
 
 def call_layouts(source: str) -> list[str]:
     """The FFI bindings of a kernel source (its `XLA_FFI_DEFINE_HANDLER_SYMBOL` blocks, blanks
-    removed): two builds can be called through the same Python layouts only if these agree."""
+    and `.Ctx<...>()` context bindings removed, which XLA supplies and the caller never sees):
+    two builds can be called through the same Python layouts only if these agree."""
     blocks = re.findall(r"XLA_FFI_DEFINE_HANDLER_SYMBOL\((.*?)\);", source, flags=re.DOTALL)
-    return ["".join(b.split()) for b in blocks]
+    return [re.sub(r"\.Ctx<[^()]*>\(\)", "", "".join(b.split())) for b in blocks]
 
 
 def bench_kernel(base, cell, workloads: dict, seconds):

@@ -16,9 +16,11 @@ dot on the development machine's EPYC; OpenBLAS has no packed-weights API and me
 at batch-sized M), then the gate arithmetic in the same loop (vectorised by g++ -O3
 -march=native; -fno-trapping-math lets it vectorise the `floor` in exp: without it the gate
 loops stay scalar, 8x slower). The hidden units are split over up to 2 threads
-(`$RNNLAB_CPU_THREADS`; 2 from 4 MFLOP per step),
-each with its own slice of the packed weights, one barrier per step. The forward saves the
-gate activations (streamed past the caches); the backward runs one packed GEMM against W_hh^T
+(`$RNNLAB_CPU_THREADS`; 2 from 4 MFLOP per step), each with its own slice of the packed
+weights, one barrier per step; the helper threads are XLA's own intra-op pool's
+(`ffi::ThreadPool`), so the kernel does not oversubscribe the cores beside XLA's matmuls, with
+threads of the kernel's own for blocks no pool thread takes up. The forward saves the gate
+activations (streamed past the caches); the backward runs one packed GEMM against W_hh^T
 per step and sums db while dZ is in cache; the weight gradients are one large matmul after the
 loop (XLA's) from the transposed rows the forward writes while they are in cache: for the
 LSTM [dW_ih; dW_hh] = [x; h_prev]^T dZ, whence `lstm_layer_cpu` takes x and W_ih and projects

@@ -6,8 +6,9 @@
 // packed API). The gate arithmetic runs in the same time loop, over contiguous rows, written so
 // that the compiler vectorises it (branch-free exp / tanh below; -fno-trapping-math, else g++
 // keeps the loops scalar because floor may raise FE_INEXACT). Threads: the hidden units are
-// split over 2 threads for large steps ($RNNLAB_CPU_THREADS), each with its own slice of the packed
-// weights and its own GEMM, one barrier per step. Layouts (row-major, float32):
+// split over 2 threads for large steps ($RNNLAB_CPU_THREADS), each with its own slice of the
+// packed weights and its own GEMM, one barrier per step; the helper threads come from XLA's
+// intra-op pool (`parallel` below). Layouts (row-major, float32):
 //
 //   xp [T, B, G] input half of the gates (time-major, already in the order of the recurrence;
 //                 LSTM: x W_ih without bias, G = 4H, gates i f g o;
@@ -25,10 +26,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -254,12 +257,56 @@ void block(int64_t H, int k, int n, int64_t &lo, int64_t &hi) {
   hi = edge(k + 1);
 }
 
+// Runs f(0) .. f(n - 1) at once, f(0) on the calling thread. The others run on XLA's intra-op
+// pool (the threads that run XLA's own matmuls: two threads of our own beside them
+// oversubscribe the cores while they finish or spin, and each step's barrier then waits for a
+// descheduled partner). Each block is claimed exactly once: by a pool thread that starts it
+// within ~100 us or, failing that (every pool thread busy, perhaps waiting on this very call),
+// by a thread of our own, so the barrier can never wait for a block that is not running (nor
+// run one inline on the caller, as Schedule does without a pool). Which thread runs a block
+// changes nothing in its arithmetic.
 template <class F>
-void parallel(int n, F &&f) {
-  std::vector<std::thread> pool;
-  for (int k = 1; k < n; ++k) pool.emplace_back(f, k);
+void parallel(ffi::ThreadPool &xla_pool, int n, F &&f) {
+  if (n == 1) return f(0);
+  struct Claims {
+    std::atomic<int> state[16];  // per block: 0 open, 1 a pool thread's, 2 ours
+    std::atomic<int> done{0};    // blocks finished on the pool
+    std::thread::id caller;      // Schedule runs a task inline when there is no pool
+  };
+  auto claims = std::make_shared<Claims>();
+  claims->caller = std::this_thread::get_id();
+  for (int k = 0; k < n; ++k) claims->state[k].store(0, std::memory_order_relaxed);
+  F *fn = &f;  // read by a pool task only after it claimed its block, i.e. while we wait
+  for (int k = 1; k < n; ++k)
+    xla_pool.Schedule([claims, fn, k] {
+      int open = 0;
+      if (std::this_thread::get_id() == claims->caller ||
+          !claims->state[k].compare_exchange_strong(open, 1, std::memory_order_acq_rel))
+        return;
+      (*fn)(k);
+      claims->done.fetch_add(1, std::memory_order_release);
+    });
+  auto unclaimed = [&] {
+    for (int k = 1; k < n; ++k)
+      if (claims->state[k].load(std::memory_order_acquire) == 0) return true;
+    return false;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+  while (unclaimed() && std::chrono::steady_clock::now() < deadline) _mm_pause();
+  std::vector<std::thread> own;
+  int on_pool = 0;
+  for (int k = 1; k < n; ++k) {
+    int open = 0;
+    if (claims->state[k].compare_exchange_strong(open, 2, std::memory_order_acq_rel))
+      own.emplace_back(f, k);
+    else
+      ++on_pool;
+  }
   f(0);
-  for (auto &t : pool) t.join();
+  for (auto &t : own) t.join();
+  for (int spins = 0; claims->done.load(std::memory_order_acquire) < on_pool; ++spins)
+    if (spins < 4000) _mm_pause();
+    else std::this_thread::yield();
 }
 
 
@@ -282,7 +329,8 @@ ffi::Error check(bool ok, const char *what) {
 
 // --- LSTM ------------------------------------------------------------------------------------
 
-ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
+ffi::Error LstmForward(ffi::ThreadPool xla_pool,
+                       ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> mask,
                        ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::S32> ids,
@@ -319,7 +367,7 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
   std::memcpy(c, c0.typed_data(), B * H * sizeof(float));
   const int n = T > 0 ? num_threads(B, H, G) : 1;
   Barrier barrier(n);
-  parallel(n, [&](int k) {
+  parallel(xla_pool, n, [&](int k) {
     int64_t lo, hi;
     block(H, k, n, lo, hi);
     const int64_t u = hi - lo;
@@ -378,7 +426,8 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
   return ffi::Error::Success();
 }
 
-ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
+ffi::Error LstmBackward(ffi::ThreadPool xla_pool,
+                        ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                         ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> d_hs,
                         ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dh_t,
@@ -410,7 +459,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   std::memcpy(dc, dc_t.typed_data(), B * H * sizeof(float));
   const int n = num_threads(B, H, G);
   Barrier barrier(n);
-  parallel(n, [&](int k) {
+  parallel(xla_pool, n, [&](int k) {
     int64_t lo, hi;
     block(H, k, n, lo, hi);
     const int64_t u = hi - lo;
@@ -483,7 +532,8 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
 // u = h W_hh + b_hh;  r = σ(a_r + u_r), z = σ(a_z + u_z), n = tanh(a_n + r u_n)
 // h' = (1 - z) n + z h.  Saved per step: acts = (r, z, n, u_n) [T, B, 4H].
 
-ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
+ffi::Error GruForward(ffi::ThreadPool xla_pool,
+                      ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
                       ffi::Buffer<ffi::F32> mask, ffi::ResultBuffer<ffi::F32> hs,
                       ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hpt,
@@ -502,7 +552,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
   float *P_ = save ? hpt->typed_data() : nullptr;
   const int n = T > 0 ? num_threads(B, H, G) : 1;
   Barrier barrier(n);
-  parallel(n, [&](int k) {
+  parallel(xla_pool, n, [&](int k) {
     int64_t lo, hi;
     block(H, k, n, lo, hi);
     const int64_t u = hi - lo;
@@ -559,7 +609,8 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xp, ffi::Buffer<ffi::F32> w,
   return ffi::Error::Success();
 }
 
-ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
+ffi::Error GruBackward(ffi::ThreadPool xla_pool,
+                       ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
                        ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> dh_t,
                        ffi::Buffer<ffi::F32> mask, ffi::ResultBuffer<ffi::F32> dxp_out,
@@ -576,7 +627,7 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> hs,
   std::memcpy(dh, dh_t.typed_data(), B * H * sizeof(float));
   const int n = num_threads(B, H, G);
   Barrier barrier(n);
-  parallel(n, [&](int k) {
+  parallel(xla_pool, n, [&](int k) {
     int64_t lo, hi;
     block(H, k, n, lo, hi);
     const int64_t u = hi - lo;
@@ -643,6 +694,7 @@ using R32 = ffi::ResultBuffer<ffi::F32>;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, LstmForward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>().Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
@@ -650,6 +702,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, LstmForward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, LstmBackward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
@@ -657,11 +710,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, LstmBackward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruForward, GruForward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruBackward, GruBackward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
