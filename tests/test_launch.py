@@ -1,16 +1,18 @@
 """launch/tpu.py and launch/sweep.py: the exact gcloud commands `--dry_run` prints (create / run
 on all workers / copy / delete), the preemption relaunch loop against a fake gcloud, the sweep
 across TPU VMs and locally in parallel, and the README's "Run on Cloud TPU" section, whose
-commands must be exactly what `--dry_run` prints."""
+commands must be exactly what `--dry_run` prints; launch/gpu_check.sh's offline route."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import stat
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -207,3 +209,43 @@ def test_entry_points_import_together():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _gpu_check(tmp_path, wheels):
+    """launch/gpu_check.sh's preinstalled route on this CPU: a sitecustomize makes this Python's
+    jax.default_backend() say "gpu", so the script takes this Python as the image's own, installs
+    `wheels` offline into its TMPDIR and then finds no GPU device."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text("import jax\njax.default_backend = lambda: 'gpu'\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(fake), TMPDIR=str(tmp_path),
+               RNNLAB_WHEELS=str(wheels), RNNLAB_GPU_OUT=str(out))
+    proc = subprocess.run(["bash", os.path.join("launch", "gpu_check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc, json.loads((out / "summary.json").read_text())
+
+
+def test_gpu_check_without_wheels_says_how_to_fetch_them(tmp_path):
+    proc, summary = _gpu_check(tmp_path, tmp_path / "no_wheels")
+    assert proc.returncode == 1
+    assert summary["route"] == "preinstalled"
+    assert [(s["step"], s["rc"]) for s in summary["steps"]] == [("install", 1)]
+    assert "bash launch/gpu_check.sh --fetch-wheels" in proc.stderr
+
+
+def test_gpu_check_installs_wheels_offline_then_stops_at_no_gpu(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "rnnlab_probe-1.0-py3-none-any.whl", "w") as whl:
+        whl.writestr("rnnlab_probe.py", "")
+        whl.writestr("rnnlab_probe-1.0.dist-info/METADATA",
+                     "Metadata-Version: 2.1\nName: rnnlab-probe\nVersion: 1.0\n")
+        whl.writestr("rnnlab_probe-1.0.dist-info/WHEEL",
+                     "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                     "Tag: py3-none-any\n")
+        whl.writestr("rnnlab_probe-1.0.dist-info/RECORD", "")
+    proc, summary = _gpu_check(tmp_path, wheels)
+    assert proc.returncode == 1
+    assert [(s["step"], s["rc"]) for s in summary["steps"]] == [("install", 0), ("device", 1)]
+    assert (tmp_path / "rnnlab-gpu-site" / "rnnlab_probe.py").exists()
