@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check (issue 19, item 5), one command on a machine with one CUDA GPU:
-#   bash launch/gpu_check.sh
+#   bash launch/gpu_check.sh               (bash launch/gpu_check.sh --fetch-wheels: see 1.)
 # 1. sets up the environment, by one of two routes:
 #    - a machine whose python3 already runs JAX on the GPU (an image with jax-cuda, flax, optax,
 #      orbax, torch and pytest, e.g. a lent device with no package index): that python3, rnnlab
@@ -38,6 +38,9 @@ if [ "${1:-}" = --fetch-wheels ]; then
   exec "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$WHEELS" $OFFLINE_WHEELS
+elif [ $# -gt 0 ]; then
+  echo "gpu_check.sh: unknown argument '$1'; usage: bash launch/gpu_check.sh [--fetch-wheels]" >&2
+  exit 2
 fi
 mkdir -p "$OUT"
 steps=()

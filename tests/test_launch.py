@@ -249,3 +249,15 @@ def test_gpu_check_installs_wheels_offline_then_stops_at_no_gpu(tmp_path):
     assert proc.returncode == 1
     assert [(s["step"], s["rc"]) for s in summary["steps"]] == [("install", 0), ("device", 1)]
     assert (tmp_path / "rnnlab-gpu-site" / "rnnlab_probe.py").exists()
+
+
+def test_gpu_check_refuses_an_unknown_argument_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", os.path.join("launch", "gpu_check.sh"), "--fetch-wheel"],
+                          cwd=ROOT, env=dict(os.environ, RNNLAB_GPU_OUT=str(out)),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "gpu_check.sh: unknown argument '--fetch-wheel'; usage: bash launch/gpu_check.sh "
+        "[--fetch-wheels]"]
+    assert not out.exists()
